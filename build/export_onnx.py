@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""Export GPGMNet to ONNX for serving: the residual only, dynamic height and width.
+
+For each scale this writes ``build/artifacts/gpgmnet_x{s}.onnx`` and checks it:
+
+* ``onnx.checker`` accepts the graph;
+* every operator is one the ONNX-TensorRT parser supports
+  (``build/tensorrt_onnx_operators.txt``), so the same file builds a TensorRT engine;
+* ONNX Runtime matches PyTorch within ``--tolerance`` (max abs, default 1e-4) on
+  random inputs of several sizes.
+
+The graph has no bicubic skip (``bicubic_skip=False``): the served ensemble's
+post-processor adds it, in the same place for the CPU and the GPU repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from gpgmnet.arch import GPGMNet
+from gpgmnet.checkpoint import CheckpointError, load_network
+from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, SCALES
+
+BUILD_DIR = Path(__file__).resolve().parent
+ARTIFACTS_DIR = BUILD_DIR / "artifacts"
+TENSORRT_OPERATORS_FILE = BUILD_DIR / "tensorrt_onnx_operators.txt"
+OPSET = 17
+EXPORT_SIZE = (64, 96)
+VERIFY_SIZES = ((24, 40), (37, 53), (64, 96))
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    scale: int
+    path: str
+    opset: int
+    operators: list[str]
+    max_abs_difference: float
+    checkpoint: str
+
+
+def tensorrt_supported_operators(path: Path = TENSORRT_OPERATORS_FILE) -> frozenset[str]:
+    words: list[str] = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            words += line.split()
+    return frozenset(words)
+
+
+def graph_operators(model: onnx.ModelProto) -> list[str]:
+    return sorted({node.op_type for node in model.graph.node})
+
+
+def unsupported_by_tensorrt(model: onnx.ModelProto) -> list[str]:
+    supported = tensorrt_supported_operators()
+    return [op for op in graph_operators(model) if op not in supported]
+
+
+def export_onnx(network: GPGMNet, path: Path, opset: int = OPSET) -> onnx.ModelProto:
+    """Write ``network``'s residual branch to ``path`` with dynamic height and width."""
+    network = network.eval()
+    network.bicubic_skip = False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(1, 3, *EXPORT_SIZE)
+    with torch.no_grad():
+        # The TorchScript-based exporter: it needs no onnxscript at run time and
+        # gives a plain static-opset graph that TensorRT's parser takes as is.
+        torch.onnx.export(
+            network,
+            (example,),
+            str(path),
+            input_names=[NETWORK_INPUT_NAME],
+            output_names=[NETWORK_OUTPUT_NAME],
+            dynamic_axes={
+                NETWORK_INPUT_NAME: {2: "height", 3: "width"},
+                NETWORK_OUTPUT_NAME: {2: "scaled_height", 3: "scaled_width"},
+            },
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def max_difference_vs_torch(
+    network: GPGMNet, path: Path, sizes: tuple[tuple[int, int], ...] = VERIFY_SIZES, seed: int = 0
+) -> float:
+    """Largest |ORT − PyTorch| over random inputs of several sizes."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    network = network.eval()
+    network.bicubic_skip = False
+    for height, width in sizes:
+        x = torch.rand(1, 3, height, width, generator=generator)
+        with torch.no_grad():
+            expected = network(x).numpy()
+        (actual,) = session.run([NETWORK_OUTPUT_NAME], {NETWORK_INPUT_NAME: x.numpy()})
+        if actual.shape != expected.shape:
+            raise AssertionError(f"ONNX output shape {actual.shape} != PyTorch {expected.shape} at {height}×{width}")
+        worst = max(worst, float(np.abs(actual - expected).max()))
+    return worst
+
+
+def export_and_verify(
+    scale: int, checkpoint: Path | None, output_dir: Path = ARTIFACTS_DIR, tolerance: float = 1e-4
+) -> ExportReport:
+    network, metadata = load_network(checkpoint, scale)
+    path = output_dir / f"gpgmnet_x{scale}.onnx"
+    model = export_onnx(network, path)
+    unsupported = unsupported_by_tensorrt(model)
+    if unsupported:
+        raise SystemExit(f"error: {path} uses operators TensorRT's ONNX parser lacks: {', '.join(unsupported)}")
+    difference = max_difference_vs_torch(network, path)
+    if difference > tolerance:
+        raise SystemExit(f"error: ONNX Runtime differs from PyTorch by {difference:.2e} (> {tolerance:.0e}) for x{scale}")
+    report = ExportReport(
+        scale=scale, path=str(path), opset=OPSET, operators=graph_operators(model),
+        max_abs_difference=difference, checkpoint=str(metadata.get("source")),
+    )
+    path.with_suffix(".json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, choices=SCALES, action="append",
+                        help="scale to export (repeatable; default: both)")
+    parser.add_argument("--checkpoint", type=Path, action="append",
+                        help="checkpoint per --scale, in the same order (default: weights/gpgmnet_x{s}.pt if present)")
+    parser.add_argument("--output-dir", type=Path, default=ARTIFACTS_DIR)
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+    args = parser.parse_args(argv)
+    scales = args.scale or list(SCALES)
+    checkpoints = args.checkpoint or [None] * len(scales)
+    if len(checkpoints) != len(scales):
+        parser.error("give one --checkpoint per --scale")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    for scale, checkpoint in zip(scales, checkpoints):
+        try:
+            report = export_and_verify(scale, checkpoint, args.output_dir, args.tolerance)
+        except CheckpointError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(
+            f"x{scale}: {report.path} (opset {report.opset}, {len(report.operators)} operator types, "
+            f"all TensorRT-supported; max |ORT-PyTorch| {report.max_abs_difference:.1e}; weights: {report.checkpoint})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The public serving contract: model names, tensor names and the I420 frame layout.
+
+Platform teams, the client SDK and the model repository all rely on these
+names; the README documents them. Pure Python: importable without numpy or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCALES = (2, 4)
+
+INPUT_NAME = "SDR_I420"
+"""UINT8 [-1, -1]: an H×W BT.709 narrow-range 8-bit frame in I420 layout (3H/2 rows of W)."""
+INPUT_DATATYPE = "UINT8"
+
+OUTPUT_NAME = "HDR_I420"
+"""UINT16 [-1, -1]: an sH×sW BT.2020 NCL, PQ, narrow-range 10-bit frame in I420 layout (yuv420p10le)."""
+OUTPUT_DATATYPE = "UINT16"
+
+# Tensors inside the ensemble, between its steps.
+NETWORK_INPUT_NAME = "LR_YUV"
+"""FP32 [1, 3, h, w]: YUV 4:4:4, 8-bit narrow-range codes / 255 (the convention of Kim et al.)."""
+NETWORK_OUTPUT_NAME = "RESIDUAL"
+"""FP32 [1, 3, sh, sw]: the network's output without its bicubic skip, in 10-bit codes / 1023."""
+
+PREPROCESS_MODEL = "sritm_preprocess"
+POSTPROCESS_MODEL = "sritm_postprocess"
+
+
+def ensemble_name(scale: int) -> str:
+    """The served ensemble for a scale: ``sritm_x2`` or ``sritm_x4``."""
+    check_scale(scale)
+    return f"sritm_x{scale}"
+
+
+def network_model_name(scale: int) -> str:
+    """The network step inside the ensemble: ``gpgmnet_x2`` or ``gpgmnet_x4``."""
+    check_scale(scale)
+    return f"gpgmnet_x{scale}"
+
+
+def check_scale(scale: int) -> None:
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, not {scale}")
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    """The frame sizes a server accepts, as height and width of the low-resolution input.
+
+    The defaults are the pre-processor's; a deployment changes them in one place,
+    the ``parameters`` of ``model_repository/sritm_preprocess/config.pbtxt``.
+    """
+
+    min_height: int = 16
+    min_width: int = 16
+    max_height: int = 1088
+    max_width: int = 1920
+
+
+class FrameLayoutError(ValueError):
+    """An array that is not a valid I420 frame for this service."""
+
+
+def i420_frame_size(shape: tuple[int, ...], limits: FrameLimits | None = None) -> tuple[int, int]:
+    """The frame's (height, width) from the shape of its I420 buffer, validated.
+
+    The buffer holds 3H/2 rows of W: H rows of luma, then the two H/2×W/2 chroma
+    planes packed contiguously. The checks use only the shape, so a request is
+    rejected before anything is allocated for it.
+    """
+    if len(shape) != 2:
+        raise FrameLayoutError(f"an I420 frame has 2 dimensions (3H/2 rows, W columns), not {len(shape)}")
+    rows, width = shape
+    if rows == 0 or width == 0:
+        raise FrameLayoutError(f"the frame is empty ({rows}×{width})")
+    if rows % 3 != 0:
+        raise FrameLayoutError(f"the row count {rows} is not 3H/2 for any even height H")
+    height = rows * 2 // 3
+    if height % 2 or width % 2:
+        raise FrameLayoutError(f"I420 needs an even height and width, got {height}×{width}")
+    if limits is not None:
+        if height < limits.min_height or width < limits.min_width:
+            raise FrameLayoutError(
+                f"the frame {height}×{width} is smaller than the minimum {limits.min_height}×{limits.min_width}"
+            )
+        if height > limits.max_height or width > limits.max_width:
+            raise FrameLayoutError(
+                f"the frame {height}×{width} is larger than the maximum {limits.max_height}×{limits.max_width}"
+            )
+    return height, width

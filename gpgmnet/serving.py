@@ -1,0 +1,54 @@
+"""The numpy halves of the served pipeline, shared by the Triton models and the tests' reference.
+
+``network_input_from_i420`` is the pre-processor's work and
+``i420_from_network_output`` the post-processor's. Numpy and OpenCV only: the
+Python-backend models import this without torch.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from gpgmnet import colour
+
+SDR_CODE_SCALE = 255.0
+"""GPGMNet's input is 8-bit codes / 255 (the convention of Kim et al.'s dataset)."""
+HDR_CODE_SCALE = 1023.0
+"""GPGMNet's output is 10-bit codes / 1023."""
+
+
+def network_input_from_i420(i420: NDArray[np.uint8], dtype: type = np.float32) -> NDArray[np.floating]:
+    """An 8-bit I420 frame (3H/2 × W) as the network's N×3×H×W YUV 4:4:4 input, codes / 255."""
+    yuv444 = colour.i420_to_yuv444(i420)
+    return np.ascontiguousarray((yuv444 / SDR_CODE_SCALE).transpose(2, 0, 1)[np.newaxis], dtype=dtype)
+
+
+def bicubic_upsample(network_input: NDArray[np.float32], scale: int) -> NDArray[np.float32]:
+    """Eq. 1's Bic(I_L) on a 1×3×h×w array: the same result as ``gpgmnet.arch.bicubic_upsample``.
+
+    OpenCV's INTER_CUBIC uses the same kernel (a = −0.75), half-pixel centres
+    and clamped borders as ``torch.nn.functional.interpolate(mode="bicubic",
+    align_corners=False)``; the two agree to ~4e-7 (tests/test_serving.py).
+    """
+    _, channels, height, width = network_input.shape
+    planar = np.ascontiguousarray(network_input[0].transpose(1, 2, 0), dtype=np.float32)
+    upsampled = cv2.resize(planar, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(upsampled.reshape(height * scale, width * scale, channels).transpose(2, 0, 1)[np.newaxis])
+
+
+def i420_from_network_output(network_output: NDArray[np.floating]) -> NDArray[np.uint16]:
+    """The network's 1×3×H×W output (10-bit codes / 1023, skip included) as a 10-bit I420 frame.
+
+    Chroma is averaged to 4:2:0 in floating point first, so each stored code is
+    rounded once; every code is then clamped to the narrow (legal) range, which
+    keeps the PQ signal inside what HDR10 displays accept.
+    """
+    codes = network_output[0].transpose(1, 2, 0).astype(np.float64) * HDR_CODE_SCALE
+    y, u, v = colour.unpack_i420(colour.yuv444_to_i420(codes))
+    return colour.pack_i420(
+        colour.quantize_plane(y, 10, is_luma=True),
+        colour.quantize_plane(u, 10, is_luma=False),
+        colour.quantize_plane(v, 10, is_luma=False),
+    )
