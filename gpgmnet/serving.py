@@ -7,6 +7,9 @@ Python-backend models import this without torch.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import cv2
 import numpy as np
 from numpy.typing import NDArray
@@ -52,3 +55,18 @@ def i420_from_network_output(network_output: NDArray[np.floating]) -> NDArray[np
         colour.quantize_plane(u, 10, is_luma=False),
         colour.quantize_plane(v, 10, is_luma=False),
     )
+
+
+def make_onnx_session(onnx_path: Path, intra_op_threads: int = 0) -> Any:
+    """The ONNX Runtime session the CPU repository serves with; benchmarks use the same settings.
+
+    ``intra_op_threads=0`` lets ONNX Runtime use every core.
+    """
+    import onnxruntime as ort  # only the CPU network step and benchmarks need it
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
