@@ -1,0 +1,266 @@
+"""Tests for gpgmnet.arch (GPGMNet) and the lazy gpgmnet package export."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+pytest.importorskip("torch")
+
+import torch  # noqa: E402
+
+from gpgmnet import GPGMNet, bicubic_upsample  # noqa: E402
+from gpgmnet.arch import PAPER_ABLATIONS, DropBlock2d, GuidedFilter  # noqa: E402
+
+# Table I of the paper.
+PAPER_PARAMS = {2: 0.77e6, 4: 0.92e6}
+SMALL = (24, 40)
+ODD_SIZES = [(1, 1), (1, 7), (5, 3), (17, 31)]
+# What the TensorRT ONNX parser is known to take; anything new must be checked.
+TENSORRT_OPS = {
+    "Add", "AveragePool", "BatchNormalization", "Concat", "Constant", "Conv",
+    "DepthToSpace", "Div", "Gemm", "Identity", "InstanceNormalization",
+    "LeakyRelu", "Mul", "ReduceMax", "ReduceMean", "Relu", "Sigmoid", "Sub",
+    "Unsqueeze",
+}  # fmt: skip
+
+
+def count_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_param_count_matches_table_i(scale: int) -> None:
+    params = count_params(GPGMNet(scale=scale))
+    target = PAPER_PARAMS[scale]
+    deviation = params / target - 1
+    print(f"\nGPGMNet x{scale} params: {params:,} ({deviation:+.2%} vs paper {target / 1e6}M)")
+    assert abs(deviation) <= 0.05
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_output_shape(scale: int) -> None:
+    net = GPGMNet(scale=scale).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 3, *SMALL))
+    assert out.shape == (2, 3, scale * SMALL[0], scale * SMALL[1])
+    assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("size", ODD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_odd_and_tiny_sizes(scale: int, size: tuple[int, int]) -> None:
+    net = GPGMNet(scale=scale).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, *size))
+    assert out.shape == (1, 3, scale * size[0], scale * size[1])
+    assert torch.isfinite(out).all()
+
+
+def test_eval_is_deterministic() -> None:
+    net = GPGMNet(scale=4).eval()
+    x = torch.rand(1, 3, *SMALL)
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_bicubic_skip_off_returns_the_residual(scale: int) -> None:
+    net = GPGMNet(scale=scale).eval()
+    x = torch.rand(1, 3, 7, 9)
+    with torch.no_grad():
+        full = net(x)
+        net.bicubic_skip = False
+        residual = net(x)
+    torch.testing.assert_close(residual, full - bicubic_upsample(x, scale), rtol=0, atol=1e-5)
+
+
+def test_bicubic_upsample_is_torch_bicubic() -> None:
+    x = torch.rand(1, 3, 5, 6)
+    expected = torch.nn.functional.interpolate(
+        x, scale_factor=4, mode="bicubic", align_corners=False
+    )
+    assert torch.equal(bicubic_upsample(x, 4), expected)
+
+
+def guided_filter_loop(
+    image: npt.NDArray[np.float64], radius: int, eps: float
+) -> npt.NDArray[np.float64]:
+    """He et al.'s self-guided filter, pixel by pixel; windows clipped to the image."""
+    channels, height, width = image.shape
+
+    def window(y: int, x: int) -> tuple[slice, slice]:
+        return (
+            slice(max(0, y - radius), min(height, y + radius + 1)),
+            slice(max(0, x - radius), min(width, x + radius + 1)),
+        )
+
+    out = np.empty_like(image)
+    for c in range(channels):
+        guide = image[c]
+        a = np.empty((height, width))
+        b = np.empty((height, width))
+        for y in range(height):
+            for x in range(width):
+                patch = guide[window(y, x)]
+                a[y, x] = patch.var() / (patch.var() + eps)
+                b[y, x] = (1.0 - a[y, x]) * patch.mean()
+        for y in range(height):
+            for x in range(width):
+                out[c, y, x] = a[window(y, x)].mean() * guide[y, x] + b[window(y, x)].mean()
+    return out
+
+
+@pytest.mark.parametrize("eps", [0.01, 1e-4])
+@pytest.mark.parametrize("size", [(9, 11), (3, 2), (1, 6)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_guided_filter_matches_per_pixel_loop(eps: float, size: tuple[int, int]) -> None:
+    image = torch.rand(1, 3, *size, dtype=torch.float64)
+    # Sharp edges make the edge-preserving (a ~ 1) regime matter, not just the blur.
+    image[..., : size[0] // 2, :] += 1.0
+    filtered = GuidedFilter(radius=2, eps=eps)(image)
+    expected = guided_filter_loop(image[0].numpy(), radius=2, eps=eps)
+    np.testing.assert_allclose(filtered[0].numpy(), expected, rtol=0, atol=1e-10)
+
+
+def test_dropblock_identity_in_eval_and_drops_blocks_in_train() -> None:
+    dropblock = DropBlock2d(drop_prob=0.1, block_size=3)
+    x = torch.ones(4, 8, 32, 32)
+    assert dropblock.eval()(x) is x
+    out = dropblock.train()(x)
+    dropped = (out == 0).float().mean().item()
+    assert 0.05 < dropped < 0.15
+    assert out.mean().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def _variant_ids() -> list[str]:
+    return list(PAPER_ABLATIONS)
+
+
+@pytest.mark.parametrize("variant", _variant_ids())
+def test_ablation_variants_build_and_run(variant: str) -> None:
+    for scale in (2, 4):
+        net = GPGMNet(scale=scale, **PAPER_ABLATIONS[variant]).eval()  # type: ignore[arg-type]
+        with torch.no_grad():
+            out = net(torch.rand(1, 3, 5, 7))
+        assert out.shape == (1, 3, 5 * scale, 7 * scale)
+        switches = dict(PAPER_ABLATIONS[variant])
+        print(f"\nGPGMNet x{scale} {variant} {switches} params: {count_params(net):,}", end="")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"modulation": "film"},
+        {"spatial": "cbam", "modulation": "gfm"},
+        {"modulation": "sft", "priors": "ccp"},
+        {"modulation": "sft", "guided_filter": False},
+        {"priors": "ssp", "guided_filter": False},
+        {"scale": 3},
+    ],
+)
+def test_rejects_ineffective_or_unknown_switches(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        GPGMNet(**kwargs)  # type: ignore[arg-type]
+
+
+UNIQUE_VARIANTS = {
+    "paper": {},
+    "gfm": {"modulation": "gfm"},
+    "sft": {"modulation": "sft"},
+    "cbam": {"spatial": "cbam"},
+    "ccp-only-no-gf": {"priors": "ccp", "guided_filter": False},
+    "ssp-only": {"priors": "ssp"},
+}
+
+
+@pytest.mark.parametrize(
+    ("scale", "variant"),
+    [(2, "paper"), (4, "paper"), *((2, v) for v in UNIQUE_VARIANTS if v != "paper")],
+)
+def test_gradients_reach_every_parameter(scale: int, variant: str) -> None:
+    net = GPGMNet(scale=scale, **UNIQUE_VARIANTS[variant]).train()  # type: ignore[arg-type]
+    x = torch.rand(2, 3, *SMALL)
+    target = torch.rand(2, 3, scale * SMALL[0], scale * SMALL[1])
+    torch.nn.functional.mse_loss(net(x), target).backward()
+    for name, param in net.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().max() > 0, name
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("scale", [2, 4])
+def test_onnx_export_matches_torch(scale: int, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    net = GPGMNet(scale=scale).eval()
+    net.bicubic_skip = False
+    path = tmp_path / f"gpgmnet_x{scale}.onnx"
+    # The TorchScript exporter: the dynamo one needs an onnxscript matching
+    # torch 2.13, and onnxscript 0.5.6 is not (no torch_2_11 API module).
+    torch.onnx.export(
+        net,
+        (torch.rand(1, 3, *SMALL),),
+        str(path),
+        input_names=["lr_sdr"],
+        output_names=["residual"],
+        opset_version=17,
+        dynamic_axes={"lr_sdr": {0: "n", 2: "h", 3: "w"}, "residual": {0: "n", 2: "sh", 3: "sw"}},
+        dynamo=False,
+    )
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert {node.op_type for node in model.graph.node} <= TENSORRT_OPS
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for size in [SMALL, (17, 5), (1, 1), (33, 31)]:
+        x = torch.rand(2, 3, *size)
+        with torch.no_grad():
+            expected = net(x).numpy()
+        (actual,) = session.run(None, {"lr_sdr": x.numpy()})
+        assert actual.shape == expected.shape
+        worst = max(worst, float(np.abs(actual - expected).max()))
+    print(f"\nONNX x{scale} (TorchScript exporter, opset 17) max abs diff: {worst:.2e}", end="")
+    assert worst <= 1e-4
+
+
+def test_package_import_is_torch_free_until_gpgmnet_is_accessed() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import gpgmnet
+        assert "torch" not in sys.modules, "import gpgmnet pulled in torch"
+        assert set(gpgmnet.__all__) == {"GPGMNet", "bicubic_upsample"}
+        assert "GPGMNet" in dir(gpgmnet)
+        try:
+            gpgmnet.no_such_name
+        except AttributeError:
+            pass
+        else:
+            raise AssertionError("unknown attribute did not raise")
+        assert "torch" not in sys.modules
+        net_cls = gpgmnet.GPGMNet
+        assert "torch" in sys.modules
+        from gpgmnet.arch import GPGMNet
+        assert net_cls is GPGMNet
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr
