@@ -32,7 +32,7 @@ setup: $(SETUP_STAMP)
 $(SETUP_STAMP): pyproject.toml build/install_system_packages.sh
 	build/install_system_packages.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --editable '.[net,serve,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --editable '.[net,serve,preview,dev]'
 	$(PY) -m gpgmnet.triton_server --install-stub
 	touch $@
 
@@ -56,7 +56,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: repository
-	@echo "make demo: the client SDK and sample clip are not built yet (issue 4)"; exit 1
+	$(PY) -m sritm_client.demo
 
 clean:
 	rm -rf $(ARTIFACTS) model_repository/gpgmnet_x* out

@@ -1,0 +1,113 @@
+"""The ``sritm`` command.
+
+``sritm convert`` needs only the client install (no torch); ``sritm train`` and
+``sritm evaluate`` load the training code on demand, from the ``net`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sritm_client.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, RetryPolicy, SritmClient, TlsOptions
+from sritm_client.errors import SritmError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _convert_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert an SDR image or video to HDR10 on a Triton server",
+        description="Convert an SDR image (PNG/JPEG, 8-bit, BT.709) or video (8-bit, anything PyAV decodes) "
+        "to HDR10: images to .png (16-bit full-range PQ BT.2020 R'G'B') or .yuv (raw yuv420p10le), "
+        "videos to .mkv/.mp4 (HEVC Main10 with HDR10 metadata, audio copied).",
+    )
+    parser.add_argument("input", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--scale", type=int, choices=(2, 4), default=4)
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"Triton gRPC address (default {DEFAULT_URL})")
+    parser.add_argument("--window", type=int, default=8, help="frames in flight while streaming (default 8)")
+    parser.add_argument("--shm", action="store_true", help="pass frames through system shared memory (same host)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per frame (deadline)")
+    parser.add_argument("--connect-timeout", type=float, default=30.0,
+                        help="seconds to wait for the server at start and after a lost connection")
+    parser.add_argument("--crf", type=float, default=18.0, help="x265 quality for video output (lower is better)")
+    parser.add_argument("--preset", default="medium", help="x265 preset for video output")
+    parser.add_argument("--tls-ca", type=Path, help="PEM root certificate(s) to verify the server (enables TLS)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM client certificate chain, for mutual TLS")
+    parser.add_argument("--tls-key", type=Path, help="PEM client private key, for mutual TLS")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from sritm_client.convert import check_paths, convert_file  # PyAV loads only for conversions
+
+    check_paths(args.input, args.output)  # a bad path fails at once, before any connection
+    if args.window < 1:
+        raise SritmError(f"--window must be at least 1, not {args.window}")
+    tls = None
+    if args.tls_ca or args.tls_cert or args.tls_key:
+        tls = TlsOptions(root_certificates=args.tls_ca, private_key=args.tls_key, certificate_chain=args.tls_cert)
+    progress = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        progress = tqdm
+    retry = RetryPolicy(deadline_s=args.connect_timeout)
+    with SritmClient(
+        args.url, args.scale, timeout_s=args.timeout, ready_timeout_s=args.connect_timeout,
+        use_shared_memory=args.shm, tls=tls, retry=retry,
+    ) as client:
+        result = convert_file(
+            client, args.input, args.output, window=args.window, progress=progress, crf=args.crf, preset=args.preset
+        )
+    (in_h, in_w), (out_h, out_w) = result.input_size, result.output_size
+    if result.interrupted:
+        print(f"interrupted: {result.output} holds the {result.frames} frames converted so far", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"wrote {result.output}: {result.frames} frame(s), {in_w}x{in_h} -> {out_w}x{out_h} HDR10")
+    return EXIT_OK
+
+
+def _delegate(module: str, argv: Sequence[str]) -> int:
+    try:
+        entry = importlib.import_module(module)
+    except ImportError as error:
+        raise SritmError(f"this command needs the training extra: pip install 'sritm[net]' ({error})") from None
+    return int(entry.main(list(argv)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # train/evaluate own their arguments; hand them over untouched.
+    if argv and argv[0] in ("train", "evaluate"):
+        try:
+            return _delegate(f"gpgmnet.{argv[0]}", argv[1:])
+        except SritmError as error:
+            print(f"sritm: error: {error}", file=sys.stderr)
+            return EXIT_FAILED
+    parser = argparse.ArgumentParser(prog="sritm", description="SDR to HDR10 with GPGMNet on Triton.")
+    subparsers = parser.add_subparsers(dest="command", metavar="{convert,train,evaluate}", required=True)
+    _convert_parser(subparsers)
+    subparsers.add_parser("train", help="train GPGMNet (sritm train --help)", add_help=False)
+    subparsers.add_parser("evaluate", help="evaluate a checkpoint against the classical baseline", add_help=False)
+    args = parser.parse_args(argv)
+    try:
+        return _run_convert(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (SritmError, OSError, ValueError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"sritm: error: {message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Whole-file conversion on top of the SDK: images and SDR videos in, HDR10 files out.
+
+``sritm convert`` is a thin argument parser over :func:`convert_file`. Odd
+frame sizes are padded to even by repeating the last row/column (I420 needs
+even sizes) and the output is cropped back; the scale is even, so the crop is
+exact on every plane.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gpgmnet import colour
+
+from sritm_client.client import SritmClient
+from sritm_client.errors import SritmError
+from sritm_client.frames import HdrFrame, SdrFrame
+from sritm_client.video import Hdr10VideoWriter, VideoError, probe_video, read_sdr_frames
+
+IMAGE_INPUTS = frozenset({".png", ".jpg", ".jpeg"})
+IMAGE_OUTPUTS = frozenset({".png", ".yuv"})
+VIDEO_OUTPUTS = frozenset({".mkv", ".mp4"})
+
+
+class ConversionError(SritmError):
+    """A file that cannot be converted; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    output: Path
+    frames: int
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    interrupted: bool = False
+
+
+ProgressFactory = Callable[..., Any]
+
+
+def _even(n: int) -> int:
+    return n + n % 2
+
+
+def pad_planes_to_even(
+    y: NDArray[np.uint8], u: NDArray[np.uint8], v: NDArray[np.uint8]
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
+    """Pads a (possibly odd) 4:2:0 frame to even size; chroma planes already span ceil(H/2)×ceil(W/2)."""
+    height, width = y.shape
+    if height % 2 or width % 2:
+        y = np.pad(y, ((0, height % 2), (0, width % 2)), mode="edge")
+    return y, u, v
+
+
+def crop_hdr(frame: HdrFrame, height: int, width: int) -> HdrFrame:
+    """The top-left ``height``×``width`` of an HDR frame (both even)."""
+    if (frame.height, frame.width) == (height, width):
+        return frame
+    cropped = colour.pack_i420(
+        frame.y[:height, :width], frame.u[: height // 2, : width // 2], frame.v[: height // 2, : width // 2]
+    )
+    return HdrFrame.from_i420(cropped, frame.pts)
+
+
+def read_image_rgb8(path: Path) -> NDArray[np.uint8]:
+    """An 8-bit RGB image (PNG or JPEG, taken as BT.709), or a ConversionError naming the problem."""
+    import cv2  # OpenCV only decodes here; colour conversion is gpgmnet.colour's
+
+    if path.stat().st_size == 0:
+        raise ConversionError(f"{path} is empty (0 bytes)")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ConversionError(f"{path} is not a readable PNG or JPEG image")
+    if image.dtype != np.uint8:
+        raise ConversionError(f"{path} has {image.dtype.itemsize * 8}-bit samples; sritm takes 8-bit SDR images")
+    if image.ndim == 2 or image.shape[2] == 1:
+        raise ConversionError(f"{path} is greyscale; sritm takes 8-bit RGB images")
+    if image.shape[2] == 4:
+        raise ConversionError(f"{path} has an alpha channel; flatten it to 8-bit RGB first")
+    rgb: NDArray[np.uint8] = np.ascontiguousarray(image[:, :, ::-1])
+    return rgb
+
+
+def write_hdr_image(frame: HdrFrame, path: Path) -> None:
+    """``.png``: 16-bit full-range PQ BT.2020 R'G'B' (value/65535 = PQ); ``.yuv``: raw yuv420p10le."""
+    if path.suffix.lower() == ".yuv":
+        frame.to_numpy().astype("<u2", copy=False).tofile(path)
+        return
+    import cv2
+
+    if not cv2.imwrite(str(path), np.ascontiguousarray(frame.to_rgb_pq16()[:, :, ::-1])):
+        raise ConversionError(f"could not write {path}")
+
+
+def convert_image(client: SritmClient, source: Path, output: Path) -> ConversionResult:
+    rgb = read_image_rgb8(source)
+    height, width = rgb.shape[:2]
+    padded = np.pad(rgb, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    hdr = crop_hdr(client.convert(SdrFrame.from_rgb8(padded)), client.scale * height, client.scale * width)
+    write_hdr_image(hdr, output)
+    return ConversionResult(output, 1, (height, width), (hdr.height, hdr.width))
+
+
+def convert_video(
+    client: SritmClient, source: Path, output: Path, *, window: int, progress: ProgressFactory | None = None,
+    crf: float = 18.0, preset: str = "medium",
+) -> ConversionResult:
+    info = probe_video(source)
+    frames = read_sdr_frames(source)  # raises for >8-bit input before anything is written
+    scale = client.scale
+    out_height, out_width = scale * info.height, scale * info.width
+
+    def sdr_frames() -> Iterator[SdrFrame]:
+        for decoded in frames:
+            yield SdrFrame.from_planes(*pad_planes_to_even(decoded.y, decoded.u, decoded.v), pts=decoded.pts)
+
+    bar = progress(total=info.frame_count, unit="frame", desc=source.name) if progress else None
+    written = 0
+    interrupted = False
+    try:
+        with Hdr10VideoWriter(
+            output, out_width, out_height, info.frame_rate, audio_source=source if info.has_audio else None,
+            crf=crf, preset=preset,
+        ) as writer:
+            for hdr in client.stream(sdr_frames(), window=window):
+                writer.write(crop_hdr(hdr, out_height, out_width).to_numpy())
+                written += 1
+                if bar is not None:
+                    bar.update(1)
+    except KeyboardInterrupt:
+        # The writer has already finished the file with the frames done so far.
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    if written == 0 and not interrupted:
+        raise ConversionError(f"{source} has no decodable video frames")
+    return ConversionResult(output, written, (info.height, info.width), (out_height, out_width), interrupted)
+
+
+def check_paths(source: Path, output: Path) -> str:
+    """``"image"`` or ``"video"``, or a ConversionError naming what is wrong with the paths."""
+    if not source.exists():
+        raise ConversionError(f"{source} does not exist")
+    if not source.is_file():
+        raise ConversionError(f"{source} is not a file")
+    if not os.access(source, os.R_OK):
+        raise ConversionError(f"{source} is not readable")
+    if not output.parent.is_dir():
+        raise ConversionError(f"the output folder {output.parent} does not exist")
+    kind = "image" if source.suffix.lower() in IMAGE_INPUTS else "video"
+    allowed = IMAGE_OUTPUTS if kind == "image" else VIDEO_OUTPUTS
+    if output.suffix.lower() not in allowed:
+        raise ConversionError(
+            f"{'an image' if kind == 'image' else 'a video'} converts to {' or '.join(sorted(allowed))}, not {output.suffix or 'a name without extension'}"
+        )
+    if output.resolve() == source.resolve():
+        raise ConversionError("the output would overwrite the input")
+    return kind
+
+
+def convert_file(
+    client: SritmClient, source: Path, output: Path, *, window: int = 8, progress: ProgressFactory | None = None,
+    crf: float = 18.0, preset: str = "medium",
+) -> ConversionResult:
+    kind = check_paths(source, output)
+    if kind == "image":
+        return convert_image(client, source, output)
+    try:
+        return convert_video(client, source, output, window=window, progress=progress, crf=crf, preset=preset)
+    except VideoError as error:
+        raise ConversionError(str(error)) from None
