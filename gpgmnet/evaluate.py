@@ -1,0 +1,233 @@
+"""Evaluate GPGMNet and the bicubic baseline (``sritm evaluate``; :func:`main`).
+
+``sritm evaluate --scenes DIR --scale 4 [--checkpoint CKPT] [--json OUT]``
+forms, for every readable EXR/.hdr image of DIR (or one part of the split,
+``--split val``), the unjittered HDR10/LR pair exactly as training does
+(:mod:`gpgmnet.data`), takes its centre crop (``--crop``, default 480 x 480
+HR pixels; 0 for whole images), and scores
+
+* GPGMNet (``--checkpoint``; default the shipped ``weights/gpgmnet_x{s}.pt``,
+  else the seeded untrained network, with a warning), its output clamped to
+  [0, 1] as Kim et al.'s test code does, and
+* the classical baseline (:mod:`gpgmnet.baseline`: bicubic, BT.1886, SDR
+  white at 203 cd/m^2, BT.2020, PQ),
+
+against the HDR10 master with :mod:`gpgmnet.metrics` (PSNR, SSIM, mPSNR,
+MS-SSIM, mean L2 error in L*a*b* and in L* only). ``--kim DIR`` scores Kim
+et al.'s test set (``testset_SDR_x{s}.mat`` / ``testset_HDR.mat``) instead.
+
+Prints a Markdown table (per scene, then the means over scenes) and writes
+it with ``--markdown``; ``--json`` writes the same numbers (infinite values as
+the string "inf", undefined ones as null). A missing, corrupt or wrong-scale
+checkpoint, a missing folder, or a folder without one readable image prints
+one ``error: ...`` line and exits with status 2; an unreadable image is
+skipped with a warning naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpgmnet import data, metrics
+from gpgmnet.baseline import bicubic_baseline
+from gpgmnet.checkpoint import CheckpointError, load_network
+from gpgmnet.contract import SCALES
+
+log = logging.getLogger(__name__)
+
+METHODS = ("gpgmnet", "bicubic")
+COLUMNS = {
+    "psnr": ("PSNR (dB)", "{:.2f}"),
+    "ssim": ("SSIM", "{:.4f}"),
+    "mpsnr": ("mPSNR (dB)", "{:.2f}"),
+    "ms_ssim": ("MS-SSIM", "{:.4f}"),
+    "lab_l2": ("L*a*b* L2", "{:.2f}"),
+    "l_l2": ("L* L2", "{:.2f}"),
+}
+METHOD_LABELS = {"gpgmnet": "GPGMNet", "bicubic": "bicubic + BT.2408"}
+
+
+def _hwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(x)[0].transpose(1, 2, 0), dtype=np.float64)
+
+
+def center_crop_arrays(lr: np.ndarray, hr: np.ndarray, scale: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre crop of N x 3 x h x w / N x 3 x sh x sw arrays to at most ``crop`` HR pixels, even LR offsets."""
+    if crop <= 0:
+        return lr, hr
+    h, w = lr.shape[-2:]
+    side = max(2, (crop // scale) // 2 * 2)
+    ch, cw = min(h, side), min(w, side)
+    top, left = (h - ch) // 4 * 2, (w - cw) // 4 * 2
+    lr = lr[..., top : top + ch, left : left + cw]
+    hr = hr[..., scale * top : scale * (top + ch), scale * left : scale * (left + cw)]
+    return np.ascontiguousarray(lr), np.ascontiguousarray(hr)
+
+
+def score(
+    items: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    network: torch.nn.Module,
+    scale: int,
+    device: torch.device,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Metrics of GPGMNet and the baseline for each (name, LR input 1x3xhxw, HR target 1x3xHxW)."""
+    from tqdm import tqdm
+
+    network.to(device).eval()
+    rows = []
+    for name, lr, hr in tqdm(list(items), desc="evaluating", disable=not progress, leave=False):
+        with torch.no_grad():
+            prediction = network(torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).to(device))
+        outputs = {
+            "gpgmnet": prediction.clamp(0.0, 1.0).cpu().numpy(),
+            "bicubic": np.clip(bicubic_baseline(lr, scale), 0.0, 1.0),
+        }
+        reference = _hwc(hr)
+        row: dict[str, Any] = {"name": name, "size": list(reference.shape[:2])}
+        for method in METHODS:
+            row[method] = metrics.all_metrics(reference, _hwc(outputs[method]))
+        rows.append(row)
+    return rows
+
+
+def averages(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per method, the mean of each metric over the rows (undefined values skipped)."""
+    out: dict[str, dict[str, float]] = {}
+    for method in METHODS:
+        out[method] = {}
+        for key in metrics.METRIC_NAMES:
+            values = [r[method][key] for r in rows if not math.isnan(r[method][key])]
+            out[method][key] = float(np.mean(values)) if values else math.nan
+    return out
+
+
+def _cell(value: float, fmt: str) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return fmt.format(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], means: dict[str, dict[str, float]], title: str) -> str:
+    head = ["scene", "method", *(label for label, _ in COLUMNS.values())]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * len(COLUMNS)]
+    for row in rows:
+        for method in METHODS:
+            cells = [_cell(row[method][k], fmt) for k, (_, fmt) in COLUMNS.items()]
+            lines.append(f"| {row['name']} | {METHOD_LABELS[method]} | " + " | ".join(cells) + " |")
+    for method in METHODS:
+        cells = [_cell(means[method][k], fmt) for k, (_, fmt) in COLUMNS.items()]
+        lines.append(f"| **mean ({len(rows)})** | **{METHOD_LABELS[method]}** | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sritm evaluate", description="Score GPGMNet and the bicubic baseline.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--scenes", type=Path, help="folder of EXR/.hdr HDR masters")
+    source.add_argument("--kim", type=Path, help="folder with Kim et al.'s testset_SDR_x{s}.mat and testset_HDR.mat")
+    parser.add_argument("--scale", type=int, choices=SCALES, default=4)
+    parser.add_argument("--checkpoint", type=Path, help="GPGMNet checkpoint (default: the shipped weights)")
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--markdown", type=Path, help="write the Markdown table here too")
+    parser.add_argument("--crop", type=int, default=data.DEFAULT_VALIDATION_CROP,
+                        help="centre crop, at most CROP x CROP HR pixels (0: whole images; default %(default)s)")
+    parser.add_argument("--split", choices=("all", "train", "val"), default="all",
+                        help="with --scenes: only this part of the split (default: every image)")
+    parser.add_argument("--split-file", type=Path, default=data.SPLIT_FILE)
+    parser.add_argument("--limit", type=int, help="with --kim: only the first LIMIT frames")
+    parser.add_argument("--cache-dir", type=Path, help="reuse/keep formed pairs under this cache root")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _items(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str]:
+    if args.kim is not None:
+        pairs = data.kim_test_pairs(args.kim, args.scale)
+        count = len(pairs) if args.limit is None else min(len(pairs), args.limit)
+        items = []
+        for index in range(count):
+            lr, hr = pairs.read(slice(index, index + 1))
+            lr, hr = center_crop_arrays(lr, hr, args.scale, args.crop)
+            items.append((f"frame {index + 1:03d}", lr, hr))
+        return items, f"Kim et al. test set ({args.kim})"
+    paths = data.split_files(args.scenes, args.split, args.split_file)
+    samples = data.render_validation_set(paths, args.scale, args.crop, args.cache_dir, use_cache=args.cache_dir is not None)
+    return [(s.name, s.lr, s.hr) for s in samples], f"{args.scenes} ({args.split})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``sritm evaluate``: 0 on success, 2 with one ``error:`` line on a bad checkpoint or data."""
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    try:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise data.DataError(f"unknown device {args.device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise data.DataError(f"device {args.device!r} asked for, but CUDA is not available here")
+        network, meta = load_network(args.checkpoint, args.scale)
+        started = time.perf_counter()
+        items, source = _items(args)
+        rows = score(items, network, args.scale, device, progress=not args.quiet)
+    except (CheckpointError, data.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    means = averages(rows)
+    checkpoint = meta.get("source", "untrained")
+    title = f"x{args.scale} on {source}, GPGMNet from {checkpoint} (step {meta.get('step', 0)}), crop {args.crop or 'none'}"
+    table = markdown_table(rows, means, title)
+    print(table)
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table)
+    if args.json is not None:
+        document = {
+            "scale": args.scale,
+            "source": source,
+            "checkpoint": checkpoint,
+            "step": meta.get("step", 0),
+            "crop": args.crop,
+            "metrics": {k: label for k, (label, _) in COLUMNS.items()},
+            "methods": METHOD_LABELS,
+            "scenes": rows,
+            "mean": means,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Tests for gpgmnet.metrics, gpgmnet.baseline and gpgmnet.evaluate (``sritm evaluate``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+import cv2  # noqa: E402
+import torch  # noqa: E402
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
+
+from gpgmnet import colour, evaluate, metrics  # noqa: E402
+from gpgmnet.arch import GPGMNet  # noqa: E402
+from gpgmnet.baseline import bicubic_baseline, sdr_codes_to_hdr10  # noqa: E402
+from gpgmnet.checkpoint import save_checkpoint  # noqa: E402
+
+
+def random_yuv(shape: tuple[int, int], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    smooth = cv2.GaussianBlur(rng.random((*shape, 3)), (0, 0), 3.0)
+    return np.clip(0.2 + 0.6 * smooth + 0.05 * rng.standard_normal((*shape, 3)), 0.0, 1.0)
+
+
+def noisy(image: np.ndarray, sigma: float, seed: int = 1) -> np.ndarray:
+    return np.clip(image + sigma * np.random.default_rng(seed).standard_normal(image.shape), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------
+# metrics
+
+
+def test_psnr_matches_scikit_image() -> None:
+    ref = random_yuv((40, 50), 0)
+    dist = noisy(ref, 0.02)
+    assert metrics.psnr(ref, dist) == pytest.approx(peak_signal_noise_ratio(ref, dist, data_range=1.0), rel=1e-12)
+    assert metrics.psnr(ref, ref) == math.inf
+
+
+def test_ssim_is_scikit_images_wang_et_al_ssim() -> None:
+    ref = random_yuv((40, 50), 2)
+    dist = noisy(ref, 0.05)
+    per_channel = [
+        structural_similarity(ref[..., c], dist[..., c], data_range=1.0, gaussian_weights=True, sigma=1.5,
+                              use_sample_covariance=False)
+        for c in range(3)
+    ]  # fmt: skip
+    assert metrics.ssim(ref, dist) == pytest.approx(np.mean(per_channel), rel=1e-12)
+    assert metrics.ssim(ref, ref) == pytest.approx(1.0)
+    assert math.isnan(metrics.ssim(ref[:8, :8], dist[:8, :8]))
+
+
+def test_single_scale_terms_match_scikit_image() -> None:
+    ref = random_yuv((48, 60), 3)[..., 0]
+    dist = noisy(ref[..., None], 0.03)[..., 0]
+    mean_ssim, mean_cs = metrics.ssim_terms(ref, dist)
+    expected = structural_similarity(ref, dist, data_range=1.0, **metrics.SSIM_SETTINGS)
+    assert mean_ssim == pytest.approx(expected, rel=1e-9)
+    assert 0.0 < mean_cs <= 1.0
+
+
+def test_ms_ssim() -> None:
+    ref = random_yuv((192, 200), 4)
+    assert metrics.ms_ssim(ref, ref) == pytest.approx(1.0)
+    slightly, strongly = metrics.ms_ssim(ref, noisy(ref, 0.02)), metrics.ms_ssim(ref, noisy(ref, 0.1))
+    assert 1.0 > slightly > strongly > 0.0
+    # msssim.m is called on codes (x 1023, max 1023): the same number
+    scaled = metrics.ms_ssim_plane(ref[..., 0] * 1023, noisy(ref, 0.1)[..., 0] * 1023, max_val=1023.0)
+    assert scaled == pytest.approx(metrics.ms_ssim_plane(ref[..., 0], noisy(ref, 0.1)[..., 0]), rel=1e-9)
+    assert math.isnan(metrics.ms_ssim(ref[:170], ref[:170]))  # the smallest scale would be under 11 pixels
+
+
+def test_halving_follows_matlab_imfilter_symmetric() -> None:
+    x = np.arange(15, dtype=np.float64).reshape(3, 5)
+    out = metrics._halve(x)
+    assert out.shape == (2, 3)
+    assert out[0, 0] == pytest.approx((0 + 1 + 5 + 6) / 4)
+    assert out[1, 2] == pytest.approx(14.0)  # bottom-right corner: edge repeated on both axes
+
+
+def test_mpsnr_follows_the_deep_sr_itm_script() -> None:
+    ref = np.full((4, 4, 3), 0.3)
+    dist = np.full((4, 4, 3), 0.31)
+    # exposures 2^e: round(1023 * 0.3 * 2^e) / 1023 has mean in (0.1, 0.9) only for e = -1, 0, 1:
+    # ref codes 153, 307, 614; distorted 159, 317, 634 (MATLAB rounding, clamped to [0, 1023]).
+    mse = ((159 - 153) ** 2 + (317 - 307) ** 2 + (634 - 614) ** 2) / 3
+    assert metrics.mpsnr(ref, dist) == pytest.approx(20 * math.log10(1023 / math.sqrt(mse)), rel=1e-12)
+    assert metrics.mpsnr(ref, ref) == math.inf  # MATLAB: 20*log10(1023/0) = Inf
+    assert math.isnan(metrics.mpsnr(np.zeros((4, 4, 3)), dist))  # no exposure counts: the script's -1
+    assert metrics._matlab_round(np.array([0.5, 1.5, 2.5])).tolist() == [1.0, 2.0, 3.0]  # not half-to-even
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.mpsnr(ref, dist - 0.5)
+
+
+def hdr10_yuv(nits: float, chroma: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """A neutral (or tinted) 2x2 HDR10 image of a luminance, as normalised codes."""
+    y = float(colour.pq_inverse_eotf(nits))
+    codes = colour.encode_narrow_range(np.array([y, *chroma]), 10)
+    return np.tile(codes / 1023.0, (2, 2, 1))
+
+
+def test_lab_of_hdr10() -> None:
+    lab_white = metrics.hdr10_to_lab(hdr10_yuv(203.0))
+    np.testing.assert_allclose(lab_white[..., 0], 100.0, atol=1e-6)
+    np.testing.assert_allclose(lab_white[..., 1:], 0.0, atol=1e-6)
+    assert metrics.hdr10_to_lab(hdr10_yuv(1000.0))[0, 0, 0] > 100.0  # highlights above diffuse white
+    np.testing.assert_allclose(metrics.hdr10_to_lab(hdr10_yuv(0.0)), 0.0, atol=1e-6)
+    grey, darker = hdr10_yuv(50.0), hdr10_yuv(40.0)
+    lab_l2, l_l2 = metrics.lab_errors(grey, darker)
+    assert lab_l2 == pytest.approx(l_l2, rel=1e-6) and l_l2 > 1.0  # a neutral change is a lightness change
+    tinted = hdr10_yuv(50.0, (0.05, -0.05))
+    lab_l2, l_l2 = metrics.lab_errors(grey, tinted)
+    assert lab_l2 > 5.0 * l_l2
+    assert metrics.lab_errors(grey, grey) == (0.0, 0.0)
+
+
+# --------------------------------------------------------------------------
+# baseline
+
+
+def test_baseline_places_sdr_white_at_203_nits() -> None:
+    white = np.array([235.0, 128.0, 128.0]) / 255.0
+    hdr = sdr_codes_to_hdr10(white[None, None])[0, 0] * 1023.0
+    assert hdr[0] == pytest.approx(64.0 + 876.0 * float(colour.pq_inverse_eotf(203.0)), abs=1e-3)
+    assert hdr[1] == pytest.approx(512.0, abs=1e-3) and hdr[2] == pytest.approx(512.0, abs=1e-3)
+    black = sdr_codes_to_hdr10(np.array([[[16.0, 128.0, 128.0]]]) / 255.0)[0, 0] * 1023.0
+    np.testing.assert_allclose(black, [64.0, 512.0, 512.0], atol=1e-3)
+    red = sdr_codes_to_hdr10(colour.rgb_to_codes(np.array([[[1.0, 0.0, 0.0]]]), colour.BT709, 8) / 255.0)
+    rgb_pq = colour.codes_to_rgb(red[0, 0] * 1023.0, colour.BT2020, 10)
+    light = colour.pq_eotf(rgb_pq)
+    np.testing.assert_allclose(light, colour.bt709_to_bt2020(np.array([203.0, 0.0, 0.0])), rtol=1e-4, atol=1e-3)
+
+
+def test_baseline_output_shape_and_flat_input() -> None:
+    lr = np.tile((np.array([126.0, 128.0, 128.0]) / 255.0)[None, :, None, None], (1, 1, 6, 8)).astype(np.float32)
+    out = bicubic_baseline(lr, 4)
+    assert out.shape == (1, 3, 24, 32) and out.dtype == np.float32
+    np.testing.assert_allclose(out, np.broadcast_to(out[:, :, :1, :1], out.shape), atol=1e-5)
+    with pytest.raises(ValueError, match="scale"):
+        bicubic_baseline(lr, 3)
+
+
+# --------------------------------------------------------------------------
+# sritm evaluate
+
+
+def write_scene(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((192, 256, 3)).astype(np.float32)
+    rgb = np.exp(0.3 * noise + cv2.GaussianBlur(noise, (0, 0), 8.0) * 10.0) * np.float32(0.3)
+    rgb[50:54, 60:64] = 500.0
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+
+
+@pytest.fixture(scope="module")
+def two_scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("eval_scenes")
+    write_scene(folder / "alpha.hdr", 1)
+    write_scene(folder / "beta.hdr", 2)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    folder = tmp_path_factory.mktemp("checkpoints")
+    out = {}
+    for scale in (2, 4):
+        torch.manual_seed(0)
+        out[scale] = folder / f"x{scale}.pt"
+        save_checkpoint(out[scale], GPGMNet(scale=scale), {"scale": scale}, step=0)
+    return out
+
+
+def test_evaluate_two_scenes(
+    two_scenes: Path, checkpoints: dict[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json, out_md = tmp_path / "eval.json", tmp_path / "eval.md"
+    argv = ["--scenes", str(two_scenes), "--scale", "4", "--checkpoint", str(checkpoints[4]), "--crop", "0",
+            "--json", str(out_json), "--markdown", str(out_md), "--quiet"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    table = capsys.readouterr().out
+    assert table == out_md.read_text() + "\n"
+    assert "| alpha | GPGMNet |" in table and "| beta | bicubic + BT.2408 |" in table
+    assert "**mean (2)**" in table and "mPSNR (dB)" in table and "L*a*b* L2" in table
+    document = json.loads(out_json.read_text())
+    assert document["scale"] == 4 and document["checkpoint"] == str(checkpoints[4])
+    assert [s["name"] for s in document["scenes"]] == ["alpha", "beta"]
+    assert document["scenes"][0]["size"] == [192, 256]
+    for row in [*document["scenes"], document["mean"]]:
+        for method in ("gpgmnet", "bicubic"):
+            values = row[method]
+            assert set(values) == set(metrics.METRIC_NAMES)
+            assert all(isinstance(v, float) and math.isfinite(v) for v in values.values()), values
+    base = document["mean"]["bicubic"]
+    assert 20.0 < base["psnr"] < 50.0 and 0.6 < base["ssim"] <= 1.0 and 0.8 < base["ms_ssim"] <= 1.0
+    assert base["mpsnr"] > 20.0 and 0.0 < base["l_l2"] <= base["lab_l2"] < 40.0
+
+
+def test_evaluate_split_and_crop(tmp_path: Path, checkpoints: dict[int, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    write_scene(tmp_path / "a.hdr", 3)
+    write_scene(tmp_path / "b.hdr", 4)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["a"], "val": ["b"]}))
+    out_json = tmp_path / "e.json"
+    argv = ["--scenes", str(tmp_path), "--scale", "2", "--checkpoint", str(checkpoints[2]), "--split", "val",
+            "--split-file", str(split), "--crop", "64", "--json", str(out_json), "--quiet"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    document = json.loads(out_json.read_text())
+    assert [s["name"] for s in document["scenes"]] == ["b"] and document["scenes"][0]["size"] == [64, 64]
+    assert document["scenes"][0]["gpgmnet"]["ms_ssim"] is None  # undefined below 176 pixels: null in JSON
+    assert "n/a" in capsys.readouterr().out
+
+
+def test_evaluate_kim_test_set(tmp_path: Path, checkpoints: dict[int, Path]) -> None:
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(0)
+    sdr = rng.integers(60, 200, (12, 16, 3, 2), dtype=np.uint8)  # MATLAB order [H, W, 3, N]
+    hdr = rng.integers(200, 700, (24, 32, 3, 2)).astype(np.uint16)
+    for name, key, array in (("testset_SDR_x2.mat", "SDR_YUV", sdr), ("testset_HDR.mat", "HDR_YUV", hdr)):
+        with h5py.File(tmp_path / name, "w", userblock_size=512) as f:
+            f.create_dataset(key, data=np.ascontiguousarray(array.transpose()))
+    out_json = tmp_path / "kim.json"
+    argv = ["--kim", str(tmp_path), "--scale", "2", "--checkpoint", str(checkpoints[2]), "--json", str(out_json),
+            "--quiet"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    document = json.loads(out_json.read_text())
+    assert [s["name"] for s in document["scenes"]] == ["frame 001", "frame 002"]
+    assert document["scenes"][1]["size"] == [24, 32]
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ")
+    return err[-1]
+
+
+def test_evaluate_errors(
+    two_scenes: Path, checkpoints: dict[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--scenes", str(two_scenes), "--quiet"]
+    assert evaluate.main([*base, "--scale", "4", "--checkpoint", str(checkpoints[2])]) == 2
+    assert "is for x2, not x4" in error_line(capsys)
+    assert evaluate.main([*base, "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt does not exist" in error_line(capsys)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 truncated zip")
+    assert evaluate.main([*base, "--checkpoint", str(corrupt)]) == 2
+    assert "corrupt" in error_line(capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ckpt = ["--checkpoint", str(checkpoints[4]), "--quiet"]
+    assert evaluate.main(["--scenes", str(empty), *ckpt]) == 2
+    assert "holds no HDR images" in error_line(capsys)
+    (empty / "broken.hdr").write_bytes(b"#?RADIANCE\nnothing")
+    assert evaluate.main(["--scenes", str(empty), *ckpt]) == 2
+    assert "no readable HDR images" in error_line(capsys)
+    assert evaluate.main(["--scenes", str(tmp_path / "nowhere"), *ckpt]) == 2
+    assert "does not exist" in error_line(capsys)
