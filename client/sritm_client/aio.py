@@ -1,0 +1,444 @@
+"""The asyncio client, on ``tritonclient.grpc.aio``: the same options and guarantees as :class:`SritmClient`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+import tritonclient.grpc.aio as aiogrpcclient
+from tritonclient.utils import InferenceServerException
+
+from gpgmnet.contract import ensemble_name
+
+from sritm_client.client import (
+    _DEADLINE_EXCEEDED,
+    _INVALID_ARGUMENT,
+    _LIVENESS_PROBE_S,
+    _UNAVAILABLE,
+    DEFAULT_READY_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_URL,
+    RetryPolicy,
+    TlsOptions,
+    _check_contract,
+    _checked_frame,
+    _connection_arguments,
+    _is_retryable,
+    _is_stale_registration,
+    _message,
+    _output_bytes,
+    _request_tensors,
+    _result_frame,
+    _status,
+    _StreamBook,
+    _StreamBroken,
+    _translated,
+)
+from sritm_client.errors import ServerUnavailableError, SritmError
+from sritm_client.frames import HdrFrame, SdrFrame
+from sritm_client.shm import FrameSlot, Region, SlotPool
+
+__all__ = ["AsyncSritmClient"]
+
+T = TypeVar("T")
+
+
+class AsyncSritmClient:
+    """Converts SDR frames to HDR10 frames from asyncio code; see :class:`SritmClient` for the options.
+
+    Connects on ``async with`` (or :meth:`connect`, or the first call): waits
+    for readiness and checks the contract. Use from one event loop only.
+
+    Example::
+
+        async with AsyncSritmClient("127.0.0.1:8001", scale=4) as client:
+            async for hdr in client.stream(frames, window=8):
+                ...
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        scale: int = 4,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        use_shared_memory: bool = False,
+        tls: TlsOptions | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self.url = url
+        self.scale = scale
+        self.model = ensemble_name(scale)
+        self.timeout_s = timeout_s
+        self.ready_timeout_s = ready_timeout_s
+        self.use_shared_memory = use_shared_memory
+        self.tls = tls
+        self.retry = retry
+        self._slots = SlotPool(1) if use_shared_memory else None
+        self._registrations_stale = False
+        self._client: Any = None
+
+    async def __aenter__(self) -> AsyncSritmClient:
+        return await self.connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> AsyncSritmClient:
+        """Waits for the server and the ensemble, and checks the contract. Idempotent."""
+        if self._client is None:
+            client = self._new_triton_client()
+            try:
+                await self._wait_ready(client, self.ready_timeout_s)
+                _check_contract(await client.get_model_metadata(self.model, client_timeout=self.timeout_s), self.model)
+            except InferenceServerException as error:
+                await client.close()
+                raise _translated(error, self.url) from None
+            except BaseException:
+                await client.close()
+                raise
+            self._client = client
+        return self
+
+    async def close(self) -> None:
+        """Unregisters and frees this client's shared memory and closes the connection. Idempotent."""
+        client, self._client = self._client, None
+        if client is None:
+            if self._slots is not None:
+                for region in self._slots.close():
+                    region.destroy()
+            return
+        try:
+            if self._slots is not None:
+                await self._retire(client, self._slots.close())
+        finally:
+            await client.close()
+
+    # --- one frame
+
+    async def convert(self, frame: SdrFrame) -> HdrFrame:
+        """One frame, one unary call, retried on ``UNAVAILABLE`` per the retry policy."""
+        frame = _checked_frame(frame)
+        await self.connect()
+        return await self._retrying(lambda: self._infer_once(frame, self._slots), frame.pts)
+
+    async def _convert_by_value(self, frame: SdrFrame) -> HdrFrame:
+        """``convert`` without shared memory: a stream's diagnosis leaves no region behind."""
+        return await self._retrying(lambda: self._infer_once(frame, None), frame.pts)
+
+    async def _infer_once(self, frame: SdrFrame, slots: SlotPool | None) -> HdrFrame:
+        slot = None
+        if slots is not None:
+            slot, retired = slots.acquire(frame.i420.nbytes, _output_bytes(frame, self.scale))
+            try:
+                await self._retire(self._client, retired)
+                await self._register(self._client, [slot.input, slot.output], again=self._registrations_stale)
+                self._registrations_stale = False
+            except BaseException:
+                slots.release(slot)
+                raise
+        try:
+            inputs, outputs = _request_tensors(frame, self.scale, slot)
+            result = await self._client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
+            return _result_frame(result, frame, self.scale, slot)
+        finally:
+            if slot is not None and slots is not None:
+                slots.release(slot)
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]], pts: int | None) -> T:
+        started = time.monotonic()
+        for attempt in itertools.count(1):
+            try:
+                return await call()
+            except InferenceServerException as error:
+                stale = self.use_shared_memory and _is_stale_registration(error)
+                if not (stale or _is_retryable(error) or await self._went_away(self._client, error)):
+                    raise _translated(error, self.url, pts) from None
+                self._registrations_stale = self.use_shared_memory
+                elapsed = time.monotonic() - started
+                pause = self.retry.backoff_s(attempt)
+                if attempt >= self.retry.attempts or elapsed + pause > self.retry.deadline_s:
+                    raise ServerUnavailableError(
+                        f"{self.url} is unavailable after {attempt} attempts in {elapsed:.1f} s: {_message(error)}"
+                    ) from None
+                await asyncio.sleep(pause)
+                # A restarting server takes seconds to load its models: wait for it
+                # (within the deadline) rather than spend the attempts meanwhile.
+                await self._wait_ready(self._client, max(0.1, self.retry.deadline_s - (time.monotonic() - started)))
+        raise AssertionError("unreachable")
+
+    # --- video
+
+    async def stream(
+        self, frames: AsyncIterable[SdrFrame] | Iterable[SdrFrame], window: int = 8
+    ) -> AsyncIterator[HdrFrame]:
+        """Converts ``frames`` over one gRPC bidirectional stream, yielding HDR frames in input order.
+
+        The guarantees of :meth:`SritmClient.stream`: up to ``window`` frames
+        sent and not yet yielded, identity by request id, and after a dropped
+        connection the unanswered frames are sent again, so each frame is
+        yielded exactly once and in order.
+        """
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window}")
+        await self.connect()
+        stream = _AsyncStream(self, window)
+        try:
+            async with contextlib.aclosing(stream.run(_async_iterator(frames))) as converted:
+                async for frame in converted:
+                    yield frame
+        finally:
+            await stream.close()
+
+    # --- connection
+
+    def _new_triton_client(self) -> Any:
+        return aiogrpcclient.InferenceServerClient(**_connection_arguments(self.url, self.tls, self.retry))
+
+    async def _wait_ready(self, client: Any, deadline_s: float) -> None:
+        started = time.monotonic()
+        last = "no answer"
+        for attempt in itertools.count(1):
+            remaining = deadline_s - (time.monotonic() - started)
+            if remaining <= 0:
+                break
+            try:
+                if not await client.is_server_ready(client_timeout=min(remaining, 2.0)):
+                    last = "the server is not ready"
+                elif not await client.is_model_ready(self.model, client_timeout=min(remaining, 2.0)):
+                    last = f"{self.model} is not ready"
+                else:
+                    return
+            except InferenceServerException as error:
+                if _status(error) not in (_UNAVAILABLE, _DEADLINE_EXCEEDED):
+                    raise _translated(error, self.url) from None
+                last = _message(error)
+            await asyncio.sleep(max(0.0, min(self.retry.backoff_s(attempt), deadline_s - (time.monotonic() - started))))
+        raise ServerUnavailableError(f"{self.url}: {self.model} not ready within {deadline_s:.3g} s ({last})")
+
+    async def _went_away(self, client: Any, error: InferenceServerException) -> bool:
+        """See ``SritmClient._went_away``: a shutting-down server's NOT_FOUND or INTERNAL is unavailability."""
+        return _status(error) != _INVALID_ARGUMENT and not await self._is_serving(client)
+
+    async def _is_serving(self, client: Any) -> bool:
+        probe = min(self.timeout_s, _LIVENESS_PROBE_S)
+        try:
+            return bool(
+                await client.is_server_ready(client_timeout=probe)
+                and await client.is_model_ready(self.model, client_timeout=probe)
+            )
+        except InferenceServerException:
+            return False
+
+    async def _register(self, client: Any, regions: Iterable[Region], *, again: bool = False) -> None:
+        for region in regions:
+            if region.registered and not again:
+                continue
+            if region.registered:
+                try:
+                    await client.unregister_system_shared_memory(region.name, client_timeout=self.timeout_s)
+                except InferenceServerException:
+                    pass
+            await client.register_system_shared_memory(
+                region.name, region.key, region.byte_size, client_timeout=self.timeout_s
+            )
+            region.registered = True
+
+    async def _retire(self, client: Any, regions: Iterable[Region]) -> None:
+        """Unregister (best effort: the server may be gone) and always unlink."""
+        for region in regions:
+            try:
+                if region.registered:
+                    await client.unregister_system_shared_memory(region.name, client_timeout=self.timeout_s)
+            except InferenceServerException:
+                pass
+            finally:
+                region.registered = False
+                region.destroy()
+
+
+class _AsyncStream:
+    """One ``AsyncSritmClient.stream`` call: its own gRPC stream, shared-memory slots and bookkeeping."""
+
+    def __init__(self, owner: AsyncSritmClient, window: int) -> None:
+        self._owner = owner
+        self._book = _StreamBook(window)
+        self._slots = SlotPool(window) if owner.use_shared_memory else None
+        self._client: Any = None
+        self._outbox: asyncio.Queue[dict[str, Any] | None] | None = None
+        self._answers: Any = None
+
+    async def run(self, frames: AsyncIterator[SdrFrame]) -> AsyncGenerator[HdrFrame, None]:
+        owner, book = self._owner, self._book
+        self._client = owner._new_triton_client()
+        self._open()
+        exhausted = False
+        while True:
+            for ready in book.ready():
+                yield ready
+            while not exhausted and book.has_room():
+                try:
+                    frame = await frames.__anext__()
+                except StopAsyncIteration:
+                    exhausted = True
+                else:
+                    try:
+                        await self._send(book.admit(_checked_frame(frame)))
+                    except _StreamBroken as broken:
+                        await self._reconnect(str(broken))
+            if book.finished(exhausted):
+                return
+            if book.failures_identified():
+                await self._rerun_failures()
+                continue
+            if book.unanswered:
+                await self._receive_one()
+
+    def _open(self) -> None:
+        outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            while (request := await outbox.get()) is not None:
+                yield request
+
+        self._outbox = outbox
+        self._answers = self._client.stream_infer(requests())
+
+    async def _send(self, sequence: int) -> None:
+        owner, book = self._owner, self._book
+        frame = book.unanswered[sequence]
+        slot: FrameSlot | None = None
+        if self._slots is not None:
+            slot = book.slots.get(sequence)
+            if slot is None:
+                slot, retired = self._slots.acquire(frame.i420.nbytes, _output_bytes(frame, owner.scale))
+                book.slots[sequence] = slot
+                try:
+                    await owner._retire(self._client, retired)
+                    await owner._register(self._client, [slot.input, slot.output])
+                except InferenceServerException as error:
+                    if _is_retryable(error) or await owner._went_away(self._client, error):
+                        raise _StreamBroken(_message(error)) from None
+                    raise _translated(error, owner.url) from None
+        inputs, outputs = _request_tensors(frame, owner.scale, slot)
+        assert self._outbox is not None
+        self._outbox.put_nowait(
+            {"model_name": owner.model, "inputs": inputs, "outputs": outputs, "request_id": book.request_id(sequence)}
+        )
+
+    async def _receive_one(self) -> None:
+        owner, book = self._owner, self._book
+        try:
+            result, error = await asyncio.wait_for(self._answers.__anext__(), owner.timeout_s)
+        except asyncio.TimeoutError:
+            raise ServerUnavailableError(
+                f"{owner.url} answered none of {len(book.unanswered)} frames in flight within {owner.timeout_s:g} s"
+            ) from None
+        except StopAsyncIteration:
+            # The server ended the stream with frames unanswered (a graceful shutdown).
+            await self._reconnect("the server closed the stream")
+            return
+        except grpc.RpcError as rpc_error:
+            error = InferenceServerException(msg=rpc_error.details(), status=str(rpc_error.code()))
+            if not (_is_retryable(error) or await owner._went_away(self._client, error)):
+                raise _translated(error, owner.url) from None
+            await self._reconnect(_message(error))
+            return
+        if error is None:
+            sequence = book.sequence_of(str(result.get_response().id))
+            if sequence is None:
+                return
+            slot = book.slots.pop(sequence, None)
+            try:
+                book.answer(sequence, _result_frame(result, book.unanswered[sequence], owner.scale, slot))
+            finally:
+                if slot is not None and self._slots is not None:
+                    self._slots.release(slot)
+        else:
+            book.unattributed_errors += 1
+
+    async def _rerun_failures(self) -> None:
+        owner, book = self._owner, self._book
+        for sequence, frame in book.take_failures():
+            slot = book.slots.pop(sequence, None)
+            if slot is not None and self._slots is not None:
+                self._slots.release(slot)
+            try:
+                item: HdrFrame | SritmError = await owner._convert_by_value(frame)
+            except SritmError as error:
+                item = error
+            book.answer(sequence, item)
+            if isinstance(item, SritmError):
+                break
+        if book.failed:
+            book.unanswered.clear()
+
+    async def _reconnect(self, cause: str) -> None:
+        owner, book = self._owner, self._book
+        started = time.monotonic()
+        message = cause
+        for attempt in itertools.count(1):
+            elapsed = time.monotonic() - started
+            pause = owner.retry.backoff_s(attempt)
+            if attempt > owner.retry.attempts or elapsed + pause > owner.retry.deadline_s:
+                raise ServerUnavailableError(
+                    f"{owner.url}: the stream broke and could not be re-opened "
+                    f"({attempt - 1} attempts in {elapsed:.1f} s): {message}"
+                )
+            await asyncio.sleep(pause)
+            self._abandon_call()
+            try:
+                await owner._wait_ready(self._client, max(0.1, owner.retry.deadline_s - (time.monotonic() - started)))
+                if self._slots is not None:
+                    await owner._register(self._client, self._slots.regions(), again=True)
+                self._open()
+                book.forget_errors()
+                for sequence in sorted(book.unanswered):
+                    await self._send(sequence)
+            except (ServerUnavailableError, _StreamBroken) as error:
+                message = str(error)
+                continue
+            except InferenceServerException as error:
+                if not _is_retryable(error):
+                    raise _translated(error, owner.url) from None
+                message = _message(error)
+                continue
+            return
+
+    def _abandon_call(self) -> None:
+        if self._outbox is not None:
+            self._outbox.put_nowait(None)
+        if self._answers is not None:
+            self._answers.cancel()
+        self._outbox = self._answers = None
+
+    async def close(self) -> None:
+        self._abandon_call()
+        if self._client is None:
+            if self._slots is not None:
+                for region in self._slots.close():
+                    region.destroy()
+            return
+        try:
+            if self._slots is not None:
+                await self._owner._retire(self._client, self._slots.close())
+        finally:
+            await self._client.close()
+
+
+async def _async_iterator(frames: AsyncIterable[SdrFrame] | Iterable[SdrFrame]) -> AsyncIterator[SdrFrame]:
+    if isinstance(frames, AsyncIterable):
+        async for frame in frames:
+            yield frame
+    else:
+        for frame in frames:
+            yield frame
