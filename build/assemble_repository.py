@@ -85,6 +85,7 @@ def assemble(
     artifacts_dir: Path = ARTIFACTS_DIR,
     repository: Path = REPOSITORY_DIR,
     intra_op_threads: int = 0,
+    instances: int = 1,
 ) -> list[Path]:
     """Write ``gpgmnet_x{s}`` for each scale; returns the model directories written."""
     written = []
@@ -98,7 +99,9 @@ def assemble(
         if model_dir.exists():
             shutil.rmtree(model_dir)
         (model_dir / "1").mkdir(parents=True)
-        (model_dir / "config.pbtxt").write_text(network_config(scale, target, intra_op_threads=intra_op_threads))
+        (model_dir / "config.pbtxt").write_text(
+            network_config(scale, target, intra_op_threads=intra_op_threads, instances=instances)
+        )
         if target == "cpu":
             shutil.copyfile(artifact, model_dir / "1" / "model.onnx")
             (model_dir / "1" / "model.py").write_text(CPU_MODEL_PY)
@@ -115,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts-dir", type=Path, default=ARTIFACTS_DIR)
     parser.add_argument("--repository", type=Path, default=REPOSITORY_DIR)
     parser.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime threads (cpu; 0 = all cores)")
+    parser.add_argument("--instances", type=int, default=1, help="network model instances (frames run in parallel)")
     args = parser.parse_args(argv)
     try:
         written = assemble(args.target, tuple(args.scale or SCALES), args.artifacts_dir, args.repository,
-                           args.intra_op_threads)
+                           args.intra_op_threads, args.instances)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

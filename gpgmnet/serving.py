@@ -22,7 +22,7 @@ HDR_CODE_SCALE = 1023.0
 """GPGMNet's output is 10-bit codes / 1023."""
 
 
-def network_input_from_i420(i420: NDArray[np.uint8], dtype: type = np.float32) -> NDArray[np.floating]:
+def network_input_from_i420(i420: NDArray[np.uint8], dtype: type = np.float32) -> NDArray[np.floating[Any]]:
     """An 8-bit I420 frame (3H/2 × W) as the network's N×3×H×W YUV 4:4:4 input, codes / 255."""
     yuv444 = colour.i420_to_yuv444(i420)
     return np.ascontiguousarray((yuv444 / SDR_CODE_SCALE).transpose(2, 0, 1)[np.newaxis], dtype=dtype)
@@ -41,7 +41,7 @@ def bicubic_upsample(network_input: NDArray[np.float32], scale: int) -> NDArray[
     return np.ascontiguousarray(upsampled.reshape(height * scale, width * scale, channels).transpose(2, 0, 1)[np.newaxis])
 
 
-def i420_from_network_output(network_output: NDArray[np.floating]) -> NDArray[np.uint16]:
+def i420_from_network_output(network_output: NDArray[np.floating[Any]]) -> NDArray[np.uint16]:
     """The network's 1×3×H×W output (10-bit codes / 1023, skip included) as a 10-bit I420 frame.
 
     Chroma is averaged to 4:2:0 in floating point first, so each stored code is

@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kim", type=Path, help="train on Kim et al.'s .mat patches in this folder instead")
     parser.add_argument("--out", type=Path, help="checkpoint path; the log and loss curve go beside it")
     parser.add_argument("--resume", type=Path, help="continue from this checkpoint (its settings, then overrides)")
+    parser.add_argument("--init", type=Path,
+                        help="start from another checkpoint's weights where names and shapes match "
+                        "(e.g. x2 from x4: all but the second up-sampling stage); a fresh run otherwise")
     parser.add_argument("--iterations", type=int, help="total training steps")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="initial learning rate")
@@ -243,6 +246,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         config["data"] = "kim"
     if args.no_cache:
         config["use_cache"] = False
+    if args.init is not None:
+        if payload is not None:
+            raise TrainError("--init starts a new run; it cannot be combined with --resume")
+        config["init"] = str(Path(args.init).expanduser().absolute())
     for setting in args.settings:
         if "=" not in setting:
             raise TrainError(f"--set needs KEY=VALUE, got {setting!r}")
@@ -419,7 +426,13 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
         step = int(payload["step"])
         losses = [float(v) for v in payload.get("loss_history", [])][:step]
         vals = [list(v) for v in payload.get("val_history", [])]
+    elif config.get("init"):
+        copied = initialise_from(network, Path(config["init"]))
+        print(f"initialised {copied} tensors from {config['init']}", file=sys.stderr)
     network.to(device).train()
+    if device.type == "cpu":
+        # oneDNN's convolutions run about 25 % faster in NHWC on CPU; weights save the same.
+        network.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
         network.parameters(), lr=learning_rate(config, step), betas=tuple(config["adam_betas"]),
         weight_decay=config["weight_decay"],
@@ -473,7 +486,10 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
             started = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
-            prediction = network(lr_batch.to(device, non_blocking=True))
+            inputs = lr_batch.to(device, non_blocking=True)
+            if device.type == "cpu":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            prediction = network(inputs)
             loss = loss_fn(prediction, hr_batch.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -501,6 +517,17 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
         return 130
     bar.close()
     return 0
+
+
+def initialise_from(network: GPGMNet, path: Path) -> int:
+    """Copies the tensors of checkpoint ``path`` whose names and shapes match; returns how many."""
+    source = read_checkpoint(path)["state_dict"]
+    target = network.state_dict()
+    matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    if not matching:
+        raise CheckpointError(f"checkpoint {path} shares no weights with this GPGMNet")
+    network.load_state_dict(matching, strict=False)
+    return len(matching)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
