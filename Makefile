@@ -32,7 +32,7 @@ setup: $(SETUP_STAMP)
 $(SETUP_STAMP): pyproject.toml build/install_system_packages.sh
 	build/install_system_packages.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --editable '.[net,serve,preview,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --editable '.[net,serve,preview,loadtest,dev]'
 	$(PY) -m gpgmnet.triton_server --install-stub
 	touch $@
 
@@ -60,3 +60,6 @@ demo: repository
 
 clean:
 	rm -rf $(ARTIFACTS) model_repository/gpgmnet_x* out
+
+# Load tests, capacity report and benchmarks (loadtest/loadtest.mk).
+-include loadtest/loadtest.mk
