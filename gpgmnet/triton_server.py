@@ -36,6 +36,11 @@ from typing import Sequence
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_READY_TIMEOUT_S = 60.0
+STUB_NAME = "triton_python_backend_stub"
+# The Python backend passes each stub the name of its POSIX shared-memory region
+# (under /dev/shm); Triton unlinks it on a clean shutdown only.
+SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+SHM_DIR = Path("/dev/shm")
 
 
 class TritonServerError(RuntimeError):
@@ -140,6 +145,9 @@ def server_command(
     root: Path | None = None,
 ) -> list[str]:
     root = root or tritonserver_root()
+    # Triton's HTTP endpoint has no TLS: with gRPC over TLS, HTTP (which can run
+    # inference too) and metrics stay on loopback, for local health checks only.
+    plain_host = LOOPBACK if tls is not None else host
     command = [
         str(root / "bin" / "tritonserver"),
         f"--model-repository={model_repository}",
@@ -150,14 +158,14 @@ def server_command(
         "--strict-readiness=true",
         "--exit-on-error=true",
         "--exit-timeout-secs=10",
-        f"--http-address={host}",
+        f"--http-address={plain_host}",
         f"--http-port={ports.http}",
         f"--grpc-address={host}",
         f"--grpc-port={ports.grpc}",
         "--allow-metrics=true",
         "--allow-cpu-metrics=true",
         "--allow-gpu-metrics=false",
-        f"--metrics-address={host}",
+        f"--metrics-address={plain_host}",
         f"--metrics-port={ports.metrics}",
         f"--log-verbose={log_verbose}",
     ]
@@ -192,6 +200,7 @@ class TritonServer:
     extra_args: Sequence[str] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     startup_seconds: float | None = field(default=None, init=False)
+    _shm_regions: set[str] = field(default_factory=set, init=False, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -199,11 +208,16 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"{self.host}:{self.ports.http}"
+        return f"{self._plain_host}:{self.ports.http}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.ports.metrics}/metrics"
+        return f"http://{self._plain_host}:{self.ports.metrics}/metrics"
+
+    @property
+    def _plain_host(self) -> str:
+        """Where HTTP and metrics listen: on loopback only when gRPC uses TLS (see server_command)."""
+        return LOOPBACK if self.tls is not None else self.host
 
     @property
     def pid(self) -> int:
@@ -263,6 +277,19 @@ class TritonServer:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
+    def stub_processes(self) -> dict[str, int]:
+        """The PIDs of this server's Python-backend stubs, by model instance name (``gpgmnet_x4_0_0``).
+
+        A stub's command line is ``triton_python_backend_stub MODEL_PY SHM_REGION … INSTANCE_NAME …``.
+        """
+        stubs: dict[str, int] = {}
+        for pid, argv in _group_command_lines(self.pid).items():
+            if len(argv) > 8 and Path(argv[0]).name == STUB_NAME:
+                stubs[argv[8]] = pid
+                if argv[2].startswith(SHM_REGION_PREFIX):
+                    self._shm_regions.add(argv[2])
+        return stubs
+
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
@@ -272,6 +299,7 @@ class TritonServer:
                     f"tritonserver exited with code {code} before it was ready; its log:\n{self.log_text()}"
                 )
             if self.is_ready():
+                self.stub_processes()  # remembers their shared-memory regions, in case of a crash
                 return
             time.sleep(0.1)
         raise TritonServerError(
@@ -279,16 +307,23 @@ class TritonServer:
         )
 
     def kill(self) -> None:
-        """SIGKILL the whole server process group, as a crash would."""
+        """SIGKILL the whole server process group, as a crash would.
+
+        Then removes the stubs' shared-memory regions, which nobody else would:
+        a crashed server leaves them in /dev/shm (RAM) for good.
+        """
         if self.process is not None and self.process.poll() is None:
+            self.stub_processes()
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+            self._remove_shm_regions()
 
     def stop(self, timeout_s: float = 20.0) -> None:
         process = self.process
         if process is None:
             return
         if process.poll() is None:
+            self.stub_processes()
             os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=timeout_s)
@@ -301,6 +336,17 @@ class TritonServer:
                 os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # Triton unlinks the regions of live stubs on a clean shutdown, not those of a
+        # stub that died (or of any stub, after a crash).
+        self._remove_shm_regions()
+
+    def _remove_shm_regions(self) -> None:
+        for name in self._shm_regions:
+            try:
+                (SHM_DIR / name).unlink()
+            except FileNotFoundError:
+                pass
+        self._shm_regions.clear()
 
     def __enter__(self) -> TritonServer:
         return self.start()
@@ -312,6 +358,23 @@ class TritonServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _group_command_lines(pgid: int) -> dict[int, list[str]]:
+    """The command lines of the live processes in process group ``pgid`` (from /proc)."""
+    found: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if os.getpgid(pid) != pgid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+        found[pid] = [part.decode(errors="replace") for part in argv if part]
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

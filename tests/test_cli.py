@@ -125,26 +125,13 @@ def one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> N
 
 
 def error_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
-    empty = tmp_path / "empty.mp4"
-    empty.touch()
-    garbage = tmp_path / "garbage.mkv"
-    garbage.write_bytes(os.urandom(4096))
-    ten_bit = tmp_path / "ten.mkv"
-    write_sdr(ten_bit, codec="ffv1", pix_fmt="yuv420p10le", n=2)
-    alpha = tmp_path / "alpha.png"
-    cv2.imwrite(str(alpha), np.zeros((8, 8, 4), np.uint8))
-    grey = tmp_path / "grey.png"
-    cv2.imwrite(str(grey), np.zeros((8, 8), np.uint8))
-    out = str(tmp_path / "o.mkv")
+    """Path mistakes; bad *content* (corrupt, 10-bit, alpha, greyscale, empty files) is tests/test_malformed.py's table."""
+    image = tmp_path / "in.png"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
     return {
-        "missing input": ([str(tmp_path / "nope.mp4"), out], "does not exist"),
-        "zero-byte video": ([str(empty), out], "empty.mp4"),
-        "corrupt video": ([str(garbage), out], "garbage.mkv"),
-        "10-bit video": ([str(ten_bit), out], "10-bit input is not supported"),
-        "alpha image": ([str(alpha), str(tmp_path / "o.png")], "alpha channel"),
-        "greyscale image": ([str(grey), str(tmp_path / "o.png")], "greyscale"),
-        "image to video name": ([str(alpha), out], "an image converts to .png or .yuv"),
-        "missing output folder": ([str(alpha), str(tmp_path / "no" / "o.png")], "does not exist"),
+        "image to video name": ([str(image), str(tmp_path / "o.mkv")], "an image converts to .png or .yuv"),
+        "missing output folder": ([str(image), str(tmp_path / "no" / "o.png")], "does not exist"),
+        "output overwrites input": ([str(image), str(image)], "overwrite the input"),
     }
 
 

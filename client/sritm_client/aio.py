@@ -29,6 +29,7 @@ from sritm_client.client import (
     _check_contract,
     _checked_frame,
     _connection_arguments,
+    _described,
     _is_retryable,
     _is_stale_registration,
     _message,
@@ -168,7 +169,7 @@ class AsyncSritmClient:
                 pause = self.retry.backoff_s(attempt)
                 if attempt >= self.retry.attempts or elapsed + pause > self.retry.deadline_s:
                     raise ServerUnavailableError(
-                        f"{self.url} is unavailable after {attempt} attempts in {elapsed:.1f} s: {_message(error)}"
+                        f"{self.url} is unavailable after {attempt} attempts in {elapsed:.1f} s: {_described(error)}"
                     ) from None
                 await asyncio.sleep(pause)
                 # A restarting server takes seconds to load its models: wait for it
@@ -351,7 +352,7 @@ class _AsyncStream:
             error = InferenceServerException(msg=rpc_error.details(), status=str(rpc_error.code()))
             if not (_is_retryable(error) or await owner._went_away(self._client, error)):
                 raise _translated(error, owner.url) from None
-            await self._reconnect(_message(error))
+            await self._reconnect(_described(error))
             return
         if error is None:
             sequence = book.sequence_of(str(result.get_response().id))

@@ -105,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (SritmError, OSError, ValueError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        notes = getattr(error, "__notes__", None) or []
+        if notes:
+            message = "; ".join([message, *(str(note).strip() for note in notes)])
         print(f"sritm: error: {message}", file=sys.stderr)
         return EXIT_FAILED
 

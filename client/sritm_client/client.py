@@ -7,7 +7,6 @@ result handling, stream bookkeeping), which do no I/O themselves.
 from __future__ import annotations
 
 import itertools
-import math
 import queue
 import random
 import time
@@ -146,8 +145,31 @@ def _message(error: InferenceServerException) -> str:
     return str(error.message() or error)
 
 
+_DEAD_STUB_REMEDY = (
+    "a Python-backend stub process of the server died; Triton does not restart it and still reports the "
+    "model ready, so the server must be restarted"
+)
+
+
+def _is_dead_stub(error: InferenceServerException) -> bool:
+    """Triton's Python backend answers every request to an instance whose stub process died with
+    ``INTERNAL: Stub process '<instance>' is not healthy.`` (no status at all inside a stream).
+
+    Retried like UNAVAILABLE, since another instance of the model may be alive or
+    the server be restarting; reported as unavailability once the retries are spent.
+    """
+    message = _message(error)
+    return "Stub process" in message and "is not healthy" in message
+
+
+def _described(error: InferenceServerException) -> str:
+    """The server's message, with the remedy when it means a dead stub."""
+    message = _message(error)
+    return f"{message} ({_DEAD_STUB_REMEDY})" if _is_dead_stub(error) else message
+
+
 def _is_retryable(error: InferenceServerException) -> bool:
-    return _status(error) == _UNAVAILABLE
+    return _status(error) == _UNAVAILABLE or _is_dead_stub(error)
 
 
 def _translated(error: InferenceServerException, url: str, pts: int | None = None) -> SritmError:
@@ -156,8 +178,8 @@ def _translated(error: InferenceServerException, url: str, pts: int | None = Non
     if status == _INVALID_ARGUMENT:
         where = "" if pts is None else f" (pts {pts})"
         return InvalidFrameError(f"the server rejected the frame{where}: {message}", server_message=message, pts=pts)
-    if status == _UNAVAILABLE:
-        return ServerUnavailableError(f"{url} is unavailable: {message}")
+    if status == _UNAVAILABLE or _is_dead_stub(error):
+        return ServerUnavailableError(f"{url} is unavailable: {_described(error)}")
     if status == _DEADLINE_EXCEEDED:
         return ServerUnavailableError(f"{url} did not answer within the call's deadline: {message}")
     return ServerError(f"{url}: {status or 'error'}: {message}", status=status)
@@ -421,7 +443,7 @@ class SritmClient:
                 pause = self.retry.backoff_s(attempt)
                 if attempt >= self.retry.attempts or elapsed + pause > self.retry.deadline_s:
                     raise ServerUnavailableError(
-                        f"{self.url} is unavailable after {attempt} attempts in {elapsed:.1f} s: {_message(error)}"
+                        f"{self.url} is unavailable after {attempt} attempts in {elapsed:.1f} s: {_described(error)}"
                     ) from None
                 time.sleep(pause)
                 # A restarting server takes seconds to load its models: wait for it
@@ -631,7 +653,7 @@ class _SyncStream:
         elif _status(error) is None:
             book.unattributed_errors += 1
         elif _is_retryable(error) or owner._went_away(self._client, error):
-            self._reconnect(_message(error))
+            self._reconnect(_described(error))
         else:
             raise _translated(error, owner.url)
 

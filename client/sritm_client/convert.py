@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 from numpy.typing import NDArray
 
@@ -22,7 +24,7 @@ from gpgmnet import colour
 from sritm_client.client import SritmClient
 from sritm_client.errors import SritmError
 from sritm_client.frames import HdrFrame, SdrFrame
-from sritm_client.video import Hdr10VideoWriter, VideoError, probe_video, read_sdr_frames
+from sritm_client.video import Hdr10VideoWriter, VideoError, VideoInfo, probe_video, read_sdr_frames
 
 IMAGE_INPUTS = frozenset({".png", ".jpg", ".jpeg"})
 IMAGE_OUTPUTS = frozenset({".png", ".yuv"})
@@ -121,7 +123,8 @@ def convert_video(
         for decoded in frames:
             yield SdrFrame.from_planes(*pad_planes_to_even(decoded.y, decoded.u, decoded.v), pts=decoded.pts)
 
-    bar = progress(total=info.frame_count, unit="frame", desc=source.name) if progress else None
+    expected = expected_frame_count(source, info)
+    bar = progress(total=expected, unit="frame", desc=source.name) if progress else None
     written = 0
     interrupted = False
     try:
@@ -137,12 +140,45 @@ def convert_video(
     except KeyboardInterrupt:
         # The writer has already finished the file with the frames done so far.
         interrupted = True
+    except SritmError as error:
+        # The writer has finished the file with the frames done so far; say so.
+        if written:
+            error.add_note(f"{output} keeps the {written} frame(s) converted before the failure")
+        raise
     finally:
         if bar is not None:
             bar.close()
     if written == 0 and not interrupted:
         raise ConversionError(f"{source} has no decodable video frames")
+    if not interrupted and expected is not None and written < expected - 1:
+        # The demuxer stops quietly at a cut or a damaged stretch; a player would too, a converter must not.
+        raise ConversionError(
+            f"{source}: only {written} of its {expected} frames could be decoded (truncated or corrupt file?); "
+            f"{output} keeps the {written} frame(s) converted"
+        )
     return ConversionResult(output, written, (info.height, info.width), (out_height, out_width), interrupted)
+
+
+def expected_frame_count(source: Path, info: VideoInfo) -> int | None:
+    """How many frames ``source`` says its video has: the container's count (MP4), else the video
+    track's ``DURATION`` tag (Matroska, written by FFmpeg and mkvmerge) times the frame rate; None if
+    neither is recorded. Read from the headers, so a truncated file still tells.
+    """
+    if info.frame_count is not None:
+        return info.frame_count
+    try:
+        with av.open(str(source)) as container:
+            tag = container.streams.video[0].metadata.get("DURATION")
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None
+    if not tag:
+        return None
+    try:
+        hours, minutes, seconds = str(tag).split(":")
+        duration = Fraction(seconds) + 60 * int(minutes) + 3600 * int(hours)
+    except ValueError:
+        return None
+    return round(duration * info.frame_rate)
 
 
 def check_paths(source: Path, output: Path) -> str:

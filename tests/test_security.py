@@ -1,0 +1,311 @@
+"""Limits and security: where the frame limits and the deadline are set, loopback binding, gRPC over
+TLS and mutual TLS with certificates made here, and model control closed to clients.
+
+The TLS tests make a throw-away CA, server and client certificates with the
+``openssl`` CLI (EC P-256, valid one day) and start servers of their own on
+free loopback ports. Reproduce:
+``nice -n 10 .venv/bin/python -m pytest tests/test_security.py -v``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import ipaddress
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from sritm_client import (
+    AsyncSritmClient,
+    HdrFrame,
+    InvalidFrameError,
+    SdrFrame,
+    ServerUnavailableError,
+    SritmClient,
+    TlsOptions,
+)
+from sritm_client.cli import _convert_parser
+from sritm_client.cli import main as sritm
+from sritm_client.client import DEFAULT_TIMEOUT_S, RetryPolicy
+from tritonclient.utils import InferenceServerException
+
+from gpgmnet.contract import FrameLimits
+from gpgmnet.triton_server import LOOPBACK, ServerPorts, TlsFiles, TritonServer, server_command
+
+pytestmark = pytest.mark.server
+
+OPENSSL = shutil.which("openssl")
+needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="the openssl CLI is not installed")
+PREPROCESS_CONFIG = Path(__file__).resolve().parent.parent / "model_repository" / "sritm_preprocess" / "config.pbtxt"
+
+
+def frame(height: int, width: int, pts: int = 0) -> SdrFrame:
+    yy, xx = np.mgrid[0:height, 0:width]
+    rgb = np.stack([(xx * 9) % 256, (yy * 13) % 256, np.full_like(xx, 90)], axis=-1).astype(np.uint8)
+    return SdrFrame.from_rgb8(rgb, pts=pts)
+
+
+def quick(retry_s: float = 1.0) -> dict[str, object]:
+    """Client options that give up on an unreachable (or refusing) server within ``retry_s``."""
+    return {"ready_timeout_s": retry_s, "retry": RetryPolicy(attempts=2, deadline_s=retry_s)}
+
+
+# --------------------------------------------------------------------------
+# Limits: each set in one place.
+
+
+def test_frame_limits_are_the_preprocessor_config_parameters(triton_server):
+    """The served limits are the ``parameters`` of sritm_preprocess/config.pbtxt, equal to FrameLimits' defaults."""
+    written = dict(re.findall(r'key: "(\w+)" value: \{ string_value: "(\d+)" \}', PREPROCESS_CONFIG.read_text()))
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        served = client.get_model_config("sritm_preprocess", as_json=True)["config"]["parameters"]
+    limits = FrameLimits()
+    for key in ("min_height", "min_width", "max_height", "max_width"):
+        assert int(written[key]) == int(served[key]["string_value"]) == getattr(limits, key), key
+
+
+def test_changing_the_config_parameters_changes_the_served_limit(model_repository, tmp_path):
+    """Edit the four parameters in the one place, restart: the server refuses by the new numbers."""
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository, repository, ignore=shutil.ignore_patterns("__pycache__"))
+    config = repository / "sritm_preprocess" / "config.pbtxt"
+    text = config.read_text()
+    for key, value in {"max_height": "32", "max_width": "48"}.items():
+        text, count = re.subn(rf'(key: "{key}" value: {{ string_value: )"\d+"', rf'\1"{value}"', text)
+        assert count == 1, key
+    config.write_text(text)
+    server = TritonServer(repository, ServerPorts.free(), log_path=tmp_path / "triton.log").start()
+    try:
+        with SritmClient(server.grpc_url, scale=2) as client:
+            largest = client.convert(frame(32, 48))
+            assert (largest.height, largest.width) == (64, 96)
+            with pytest.raises(InvalidFrameError, match="the frame 34×48 is larger than the maximum 32×48"):
+                client.convert(frame(34, 48))
+            with pytest.raises(InvalidFrameError, match="the frame 32×50 is larger than the maximum 32×48"):
+                client.convert(frame(32, 50))
+    finally:
+        server.kill()  # a test server: no need to wait for a graceful exit; kill() also cleans /dev/shm
+
+
+@pytest.mark.xfail(reason="server-side change pending: only sritm_preprocess checks the frame limits, and Triton "
+                   "lets clients call the ensembles' steps (gpgmnet_x2/x4, sritm_postprocess) directly", strict=False)
+def test_the_ensembles_steps_enforce_the_frame_limits_too(triton_server):
+    """A network input wider than any allowed frame, sent straight to ``gpgmnet_x2``, should be refused.
+
+    Today it runs (the network on 16×1922, about a second of CPU): the limits protect the ensembles only.
+    """
+    tensor = grpcclient.InferInput("LR_YUV", [1, 3, 16, FrameLimits().max_width + 2], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 3, 16, FrameLimits().max_width + 2), 0.5, np.float32))
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        with pytest.raises(InferenceServerException, match="larger than the maximum"):
+            client.infer("gpgmnet_x2", [tensor])
+
+
+def test_the_deadline_is_timeout_s_for_every_call_and_stream(triton_server):
+    """One default (``sritm_client.client.DEFAULT_TIMEOUT_S``) for both clients and ``sritm convert --timeout``."""
+    for client_class in (SritmClient, AsyncSritmClient):
+        assert inspect.signature(client_class).parameters["timeout_s"].default == DEFAULT_TIMEOUT_S
+    parser = argparse.ArgumentParser()
+    _convert_parser(parser.add_subparsers())  # the CLI's own parser for `sritm convert`
+    assert parser.parse_args(["convert", "a.png", "b.png"]).timeout == DEFAULT_TIMEOUT_S
+
+    slow = frame(48, 64)  # a few hundred ms at ×4 on the CPU server
+    with SritmClient(triton_server.grpc_url, scale=4, retry=RetryPolicy(attempts=1)) as client:
+        client.timeout_s = 0.1
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailableError, match="deadline|within"):
+            client.convert(slow)
+        with pytest.raises(ServerUnavailableError, match=r"answered none of \d+ frames in flight within 0.1 s"):
+            list(client.stream([slow, slow], window=2))
+        assert time.monotonic() - started < 10
+        client.timeout_s = DEFAULT_TIMEOUT_S
+        assert client.convert(frame(16, 16)).height == 64  # the client is still usable
+
+
+# --------------------------------------------------------------------------
+# Binding.
+
+
+def listening_sockets(pids: list[int]) -> set[tuple[str, int]]:
+    """(address, port) of the TCP sockets in LISTEN state that the processes own (from /proc/net/tcp{,6})."""
+    inodes: set[str] = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = str(fd.readlink())
+            except FileNotFoundError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # TCP_LISTEN
+                hex_address, port = local.split(":")
+                assert len(hex_address) == width
+                # The kernel prints the address as 32-bit words in host (little-endian) order.
+                raw = b"".join(bytes.fromhex(hex_address[i : i + 8])[::-1] for i in range(0, width, 8))
+                address = ipaddress.ip_address(raw)
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                    address = address.ipv4_mapped  # an IPv6 socket bound to ::ffff:127.0.0.1 takes 127.0.0.1 only
+                found.add((str(address), int(port, 16)))
+    return found
+
+
+def test_server_listens_on_loopback_only(triton_server):
+    pids = [triton_server.pid, *triton_server.stub_processes().values()]
+    ports = triton_server.ports
+    assert listening_sockets(pids) == {(LOOPBACK, ports.http), (LOOPBACK, ports.grpc), (LOOPBACK, ports.metrics)}
+
+
+def test_tls_keeps_the_plaintext_http_endpoint_on_loopback():
+    """Triton's HTTP endpoint cannot do TLS; with gRPC over TLS on all interfaces, HTTP and metrics stay local."""
+    tls = TlsFiles(Path("server.pem"), Path("server.key"))
+    command = server_command(Path("repo"), ServerPorts(), host="0.0.0.0", tls=tls, root=Path("/triton"))
+    assert "--grpc-address=0.0.0.0" in command
+    assert "--http-address=127.0.0.1" in command and "--metrics-address=127.0.0.1" in command
+    plain = server_command(Path("repo"), ServerPorts(), host="0.0.0.0", root=Path("/triton"))
+    assert "--http-address=0.0.0.0" in plain
+
+
+# --------------------------------------------------------------------------
+# Model control.
+
+
+def test_clients_cannot_load_or_unload_models(triton_server):
+    """``--model-control-mode=none``: load and unload are refused over gRPC and HTTP; the models keep serving."""
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        for action in (client.unload_model, client.load_model):
+            with pytest.raises(InferenceServerException, match="explicit model load / unload is not allowed") as raised:
+                action("sritm_x4")
+            assert raised.value.status() == "StatusCode.UNAVAILABLE"
+        with pytest.raises(InferenceServerException, match="not allowed"):
+            client.load_model("sritm_x4", config=json.dumps({"backend": "python"}))
+        assert all(client.is_model_ready(m) for m in ("sritm_x2", "sritm_x4", "gpgmnet_x4", "sritm_preprocess"))
+    for action in ("unload", "load"):
+        request = urllib.request.Request(
+            f"http://{triton_server.http_url}/v2/repository/models/sritm_x4/{action}", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=10)
+        assert raised.value.code >= 400
+        assert "not allowed" in raised.value.read().decode()
+    with SritmClient(triton_server.grpc_url, scale=4) as client:
+        assert client.convert(frame(16, 16)).width == 64
+
+
+# --------------------------------------------------------------------------
+# TLS and mutual TLS, with certificates made by the test.
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    assert OPENSSL is not None
+    subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_ca(folder: Path, name: str) -> None:
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "1", "-subj", f"/CN=sritm test {name}",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
+
+
+def make_leaf(folder: Path, name: str, ca: str, usage: str, san: str | None = None) -> None:
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=sritm test {name}", cwd=folder)
+    extensions = folder / f"{name}.ext"
+    extensions.write_text(
+        f"basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n" + (f"subjectAltName={san}\n" if san else ""))
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "1", "-extfile", extensions.name, cwd=folder)
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ca (signs the server and the client), server (SAN 127.0.0.1, localhost), client, and a rogue CA and client."""
+    if OPENSSL is None:
+        pytest.skip("the openssl CLI is not installed")
+    folder = tmp_path_factory.mktemp("pki")
+    make_ca(folder, "ca")
+    make_ca(folder, "rogue_ca")
+    make_leaf(folder, "server", "ca", "serverAuth", san="IP:127.0.0.1,DNS:localhost")
+    make_leaf(folder, "client", "ca", "clientAuth")
+    make_leaf(folder, "rogue_client", "rogue_ca", "clientAuth")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def plain_answer(triton_server) -> HdrFrame:
+    with SritmClient(triton_server.grpc_url, scale=2) as client:
+        return client.convert(frame(16, 32, pts=3))
+
+
+@pytest.fixture
+def tls_server(model_repository, certificates, tmp_path, request) -> Iterator[TritonServer]:
+    mutual = request.param == "mutual"
+    tls = TlsFiles(certificates / "server.pem", certificates / "server.key",
+                   client_ca=certificates / "ca.pem" if mutual else None)
+    server = TritonServer(model_repository, ServerPorts.free(), tls=tls, log_path=tmp_path / "triton.log").start()
+    try:
+        yield server
+    finally:
+        server.kill()  # a test server: no need to wait for a graceful exit; kill() also cleans /dev/shm
+
+
+def assert_refused(url: str, tls: TlsOptions | None) -> None:
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError, match=re.escape(url)):
+        SritmClient(url, scale=2, tls=tls, **quick())  # type: ignore[arg-type]
+    assert time.monotonic() - started < 10
+
+
+@needs_openssl
+@pytest.mark.parametrize("tls_server", ["server-only"], indirect=True)
+def test_grpc_over_tls_works_with_the_ca_and_refuses_plaintext(tls_server, certificates, plain_answer, tmp_path):
+    ca = certificates / "ca.pem"
+    with SritmClient(tls_server.grpc_url, scale=2, tls=TlsOptions(root_certificates=ca)) as client:
+        answer = client.convert(frame(16, 32, pts=3))
+        streamed = list(client.stream([frame(16, 32, pts=3)] * 3, window=2))
+    assert answer.i420.tobytes() == plain_answer.i420.tobytes() and answer.pts == 3
+    assert all(hdr.i420.tobytes() == plain_answer.i420.tobytes() for hdr in streamed)
+
+    assert_refused(tls_server.grpc_url, None)  # plaintext
+    assert_refused(tls_server.grpc_url, TlsOptions(root_certificates=certificates / "rogue_ca.pem"))  # wrong CA
+    assert_refused(tls_server.grpc_url, TlsOptions())  # the system's roots do not know our CA
+    with grpcclient.InferenceServerClient(tls_server.grpc_url) as raw:  # plaintext, tritonclient itself
+        with pytest.raises(InferenceServerException) as raised:
+            raw.is_server_live(client_timeout=5)
+        assert raised.value.status() == "StatusCode.UNAVAILABLE"
+
+    import cv2
+
+    source = tmp_path / "in.png"
+    assert cv2.imwrite(str(source), np.zeros((16, 16, 3), np.uint8))
+    assert sritm(["convert", str(source), str(tmp_path / "out.yuv"), "--url", tls_server.grpc_url, "--scale", "2",
+                  "--tls-ca", str(ca), "--quiet"]) == 0
+    assert (tmp_path / "out.yuv").stat().st_size == 32 * 48 * 2
+
+
+@needs_openssl
+@pytest.mark.parametrize("tls_server", ["mutual"], indirect=True)
+def test_mutual_tls_needs_a_client_certificate_from_the_ca(tls_server, certificates, plain_answer):
+    ca, url = certificates / "ca.pem", tls_server.grpc_url
+    own = TlsOptions(root_certificates=ca, private_key=certificates / "client.key",
+                     certificate_chain=certificates / "client.pem")
+    with SritmClient(url, scale=2, tls=own) as client:
+        assert client.convert(frame(16, 32, pts=3)).i420.tobytes() == plain_answer.i420.tobytes()
+
+    assert_refused(url, TlsOptions(root_certificates=ca))  # no client certificate
+    assert_refused(url, TlsOptions(root_certificates=ca, private_key=certificates / "rogue_client.key",
+                                   certificate_chain=certificates / "rogue_client.pem"))  # a certificate we did not sign
+    assert_refused(url, None)  # plaintext
