@@ -23,8 +23,12 @@ help:
 	@echo "make demo        set up, build the CPU repository, serve it, convert the sample clip into out/"
 	@echo "make test        the whole test suite (starts its own Triton server)"
 	@echo "make setup       .venv with every pinned dependency, ffmpeg, and the Triton server layout"
-	@echo "make repository  export ONNX and fill model_repository/ (TARGET=cpu|gpu)"
+	@echo "make repository  export ONNX and fill model_repository/ (TARGET=cpu|gpu|gpu-torch)"
 	@echo "make serve       run Triton in the foreground on 127.0.0.1 (HTTP_PORT/GRPC_PORT/METRICS_PORT)"
+	@echo "make loadtest    Locust, headless, against its own server (LOCUST_USERS, LOCUST_RUN_TIME, LOCUST_P95_MS)"
+	@echo "make soak        bounded Locust soak with a server-memory check (SOAK_SECONDS, default 600)"
+	@echo "make capacity    throughput and latency vs concurrency, ensemble vs network alone, with a plot"
+	@echo "make bench       served vs raw ONNX Runtime, ORT vs PyTorch, OpenVINO vs ORT, server memory"
 
 setup: $(SETUP_STAMP)
 
@@ -44,6 +48,10 @@ ifeq ($(TARGET),gpu)
 repository: $(foreach s,$(SCALES),$(ARTIFACTS)/gpgmnet_x$(s).onnx)
 	$(foreach s,$(SCALES),$(PY) build/build_engine.py --scale $(s);)
 	$(PY) build/assemble_repository.py --target gpu
+else ifeq ($(TARGET),gpu-torch)
+# PyTorch on the GPU inside the Python backend, for servers without TensorRT.
+repository: $(SETUP_STAMP)
+	$(PY) build/assemble_repository.py --target gpu-torch
 else
 repository: $(foreach s,$(SCALES),$(ARTIFACTS)/gpgmnet_x$(s).onnx)
 	$(PY) build/assemble_repository.py --target cpu

@@ -70,3 +70,29 @@ def make_onnx_session(onnx_path: Path, intra_op_threads: int = 0) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+TORCH_DEVICE_PARAMETER = "torch_device"
+"""Config parameter of the pre/post-processors that forces their torch path onto a device ("cuda", "cuda:1", "cpu")."""
+
+
+def processing_device(parameters: dict[str, str], args: dict[str, Any]) -> str | None:
+    """Where a Python-backend pre/post-processor runs its torch path (:mod:`gpgmnet.serving_torch`).
+
+    * the ``torch_device`` parameter of its config when set;
+    * else ``cuda:N`` for a ``KIND_GPU`` instance on GPU N;
+    * else ``None``: the numpy path on the host, switching to torch (on the
+      tensor's GPU, through DLPack) only for a request whose tensors arrive in
+      GPU memory, which Triton does only with ``FORCE_CPU_ONLY_INPUT_TENSORS``
+      set to ``no`` and a producer on the GPU. A CPU server never imports torch.
+
+    Args:
+        parameters: the config's parameters as ``{key: string_value}``.
+        args: the ``args`` of ``TritonPythonModel.initialize``.
+    """
+    device = parameters.get(TORCH_DEVICE_PARAMETER, "").strip()
+    if device:
+        return device
+    if str(args.get("model_instance_kind", "")).upper() == "GPU":
+        return f"cuda:{int(args.get('model_instance_device_id', 0))}"
+    return None

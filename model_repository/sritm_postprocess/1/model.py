@@ -4,6 +4,16 @@ The network step returns its residual only (it is exported with
 ``bicubic_skip=False``); the skip is added here, from the pre-processed input,
 with :func:`gpgmnet.serving.bicubic_upsample`, which matches the training-time
 bicubic to ~4e-7.
+
+Where the network runs on a GPU, its residual (FP32 at the output size, four
+times the bytes of the finished 10-bit frame) stays there: with
+``FORCE_CPU_ONLY_INPUT_TENSORS`` "no" Triton hands it over in GPU memory, this
+model takes it through DLPack and finishes the frame with
+:func:`gpgmnet.serving_torch.postprocess` on that GPU (the same steps, with the
+training-time bicubic; within one code of the numpy path). The torch path is
+taken when the ``torch_device`` parameter is set, the instance is ``KIND_GPU``,
+or an input arrives in GPU memory (:func:`gpgmnet.serving.processing_device`);
+otherwise this model never imports torch.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, OUTPUT_NAME, SCALES
-from gpgmnet.serving import bicubic_upsample, i420_from_network_output
+from gpgmnet.serving import bicubic_upsample, i420_from_network_output, processing_device
 
 
 class TritonPythonModel:
@@ -23,26 +33,53 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         output_config = pb_utils.get_output_config_by_name(config, OUTPUT_NAME)
         self.output_dtype = pb_utils.triton_string_to_numpy(output_config["data_type"])
+        parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+        self.torch_device = processing_device(parameters, args)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._process(request) for request in requests]
 
     def _process(self, request: Any) -> Any:
-        network_input = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME).as_numpy()
-        residual = pb_utils.get_input_tensor_by_name(request, NETWORK_OUTPUT_NAME).as_numpy()
-        low_height, low_width = network_input.shape[2:]
-        high_height, high_width = residual.shape[2:]
-        scale = high_height // low_height
-        if scale not in SCALES or (high_height, high_width) != (scale * low_height, scale * low_width):
-            message = (
-                f"the network returned {high_height}×{high_width} for a {low_height}×{low_width} input, "
-                f"not a ×{'/×'.join(map(str, SCALES))} frame"
-            )
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
+        network_input_tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME)
+        residual_tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_OUTPUT_NAME)
+        if self.torch_device is not None or not (network_input_tensor.is_cpu() and residual_tensor.is_cpu()):
+            return self._process_torch(network_input_tensor, residual_tensor)
+        network_input = network_input_tensor.as_numpy()
+        residual = residual_tensor.as_numpy()
+        scale = _scale(network_input.shape, residual.shape)
+        if isinstance(scale, str):
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(scale, pb_utils.TritonError.INTERNAL))
         hdr = i420_from_network_output(residual + bicubic_upsample(network_input, scale))
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(OUTPUT_NAME, hdr.astype(self.output_dtype, copy=False))]
         )
 
+    def _process_torch(self, network_input_tensor: Any, residual_tensor: Any) -> Any:
+        """The same step with torch, on ``torch_device`` or on the GPU the residual (else the input) is in."""
+        from gpgmnet import serving_torch  # only here: the CPU path must not need torch
+
+        network_input = serving_torch.from_triton(network_input_tensor)
+        residual = serving_torch.from_triton(residual_tensor)
+        scale = _scale(tuple(network_input.shape), tuple(residual.shape))
+        if isinstance(scale, str):
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(scale, pb_utils.TritonError.INTERNAL))
+        device = self.torch_device or (residual.device if residual.is_cuda else network_input.device)
+        hdr = serving_torch.postprocess(network_input.to(device), residual.to(device), scale)
+        hdr = hdr.to(serving_torch.torch_dtype(self.output_dtype))
+        return pb_utils.InferenceResponse(output_tensors=[serving_torch.to_triton(pb_utils, OUTPUT_NAME, hdr)])
+
     def finalize(self) -> None:
         pass
+
+
+def _scale(low_shape: tuple[int, ...], high_shape: tuple[int, ...]) -> int | str:
+    """The scale between the network's input and output shapes, or the error message when there is none."""
+    low_height, low_width = low_shape[2:]
+    high_height, high_width = high_shape[2:]
+    scale = high_height // low_height
+    if scale not in SCALES or (high_height, high_width) != (scale * low_height, scale * low_width):
+        return (
+            f"the network returned {high_height}×{high_width} for a {low_height}×{low_width} input, "
+            f"not a ×{'/×'.join(map(str, SCALES))} frame"
+        )
+    return scale
