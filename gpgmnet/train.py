@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -510,6 +511,8 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
             bar.update(1)
             if step % config["checkpoint_every"] == 0 or step == total:
                 save()
+            if _termination_requested:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         bar.close()
         save()
@@ -530,9 +533,21 @@ def initialise_from(network: GPGMNet, path: Path) -> int:
     return len(matching)
 
 
+_termination_requested = False
+
+
+def _request_stop(signum: int, frame: object) -> None:
+    # Schedulers and `kill` stop jobs with SIGTERM (and background jobs ignore
+    # SIGINT). Raising here could interrupt tqdm or a checkpoint write half-way,
+    # so the loop stops at the next step boundary instead, as after Ctrl-C.
+    global _termination_requested
+    _termination_requested = True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``sritm train``: returns 0, 2 on a bad setting, data or checkpoint (one ``error:`` line), 130 on Ctrl-C."""
+    """``sritm train``: returns 0, 2 on a bad setting, data or checkpoint (one ``error:`` line), 130 on Ctrl-C/SIGTERM."""
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _request_stop)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:

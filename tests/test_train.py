@@ -180,3 +180,31 @@ def test_shipped_configs_hold_the_papers_settings(scale: int) -> None:
     assert set(config) <= set(train.DEFAULTS)
     assert config["scale"] == scale and config["loss"] == "l2" and config["lr"] == 1e-4
     assert config["batch_size"] == 32 and config["iterations"] == 290_000 and config["hr_patch"] == 160
+
+
+def test_sigterm_saves_a_resumable_checkpoint(scenes: Path, tmp_path: Path) -> None:
+    """`kill` (SIGTERM) stops a run like Ctrl-C: it saves where it is and exits 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run" / "ck.pt"
+    args = tiny_args(scenes, tmp_path / "cache", out, "--iterations", "100000", "--checkpoint-every", "100000")
+    args[args.index("--quiet")] = "--val-every"
+    args.insert(args.index("--val-every") + 1, "100000")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpgmnet.train", *args], stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    assert process.stderr is not None
+    seen = ""
+    while "3/100000" not in seen:
+        chunk = process.stderr.read(1)
+        assert chunk, seen
+        seen += chunk
+    process.send_signal(signal.SIGTERM)
+    remaining = process.stderr.read()
+    assert process.wait(timeout=60) == 130, seen + remaining
+    assert "continue with --resume" in remaining
+    assert read_checkpoint(out)["step"] >= 3
