@@ -6,7 +6,8 @@ names; the README documents them. Pure Python: importable without numpy or torch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 SCALES = (2, 4)
 
@@ -59,6 +60,14 @@ class FrameLimits:
     max_width: int = 1920
 
 
+def frame_limits_from_parameters(parameters: Mapping[str, str]) -> FrameLimits:
+    """FrameLimits from a model config's ``parameters`` (``min_height`` … ``max_width``), defaults elsewhere."""
+    defaults = FrameLimits()
+    return FrameLimits(
+        **{f.name: int(parameters.get(f.name) or getattr(defaults, f.name)) for f in fields(FrameLimits)}
+    )
+
+
 class FrameLayoutError(ValueError):
     """An array that is not a valid I420 frame for this service."""
 
@@ -90,3 +99,22 @@ def i420_frame_size(shape: tuple[int, ...], limits: FrameLimits | None = None) -
                 f"the frame {height}×{width} is larger than the maximum {limits.max_height}×{limits.max_width}"
             )
     return height, width
+
+
+def check_network_input_shape(shape: tuple[int, ...], limits: FrameLimits) -> None:
+    """Checks a 1×3×h×w network-input shape against the frame limits, for the steps after the pre-processor.
+
+    Clients can call the ensembles' steps directly; this keeps the limits the
+    pre-processor enforces from being bypassed that way.
+    """
+    if len(shape) != 4 or tuple(shape[:2]) != (1, 3):
+        raise FrameLayoutError(f"{NETWORK_INPUT_NAME} must be 1×3×h×w, not {'×'.join(map(str, shape))}")
+    height, width = shape[2], shape[3]
+    if height < limits.min_height or width < limits.min_width:
+        raise FrameLayoutError(
+            f"the frame {height}×{width} is smaller than the minimum {limits.min_height}×{limits.min_width}"
+        )
+    if height > limits.max_height or width > limits.max_width:
+        raise FrameLayoutError(
+            f"the frame {height}×{width} is larger than the maximum {limits.max_height}×{limits.max_width}"
+        )

@@ -14,8 +14,8 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME
-from gpgmnet.serving import make_onnx_session
+from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, FrameLayoutError, check_network_input_shape
+from gpgmnet.serving import deployed_frame_limits, make_onnx_session
 
 
 class TritonPythonModel:
@@ -23,6 +23,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.limits = deployed_frame_limits(Path(args["model_repository"]))
         self.session = make_onnx_session(
             version_dir / parameters.get("onnx_file", "model.onnx"), int(parameters.get("intra_op_threads", "0"))
         )
@@ -32,7 +33,15 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
         for request in requests:
-            network_input = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME).as_numpy()
+            tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME)
+            try:
+                check_network_input_shape(tuple(tensor.shape()), self.limits)
+            except FrameLayoutError as error:
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"{NETWORK_INPUT_NAME}: {error}", pb_utils.TritonError.INVALID_ARG)
+                ))
+                continue
+            network_input = tensor.as_numpy()
             (residual,) = self.session.run([NETWORK_OUTPUT_NAME], {NETWORK_INPUT_NAME: network_input})
             responses.append(
                 pb_utils.InferenceResponse(

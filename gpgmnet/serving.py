@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gpgmnet import colour
+from gpgmnet.contract import PREPROCESS_MODEL, FrameLimits, frame_limits_from_parameters
 
 SDR_CODE_SCALE = 255.0
 """GPGMNet's input is 8-bit codes / 255 (the convention of Kim et al.'s dataset)."""
@@ -96,3 +97,20 @@ def processing_device(parameters: dict[str, str], args: dict[str, Any]) -> str |
     if str(args.get("model_instance_kind", "")).upper() == "GPU":
         return f"cuda:{int(args.get('model_instance_device_id', 0))}"
     return None
+
+
+def deployed_frame_limits(model_dir: Path) -> FrameLimits:
+    """The frame limits of the repository ``model_dir`` sits in: the pre-processor's config, the one place they are set.
+
+    The steps after the pre-processor (network, post-processor) check their
+    inputs against the same limits, read from ``sritm_preprocess/config.pbtxt``
+    beside them; a repository without it gets the defaults.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config_path = Path(model_dir).resolve().parent / PREPROCESS_MODEL / "config.pbtxt"
+    if not config_path.is_file():
+        return FrameLimits()
+    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    return frame_limits_from_parameters({key: value.string_value for key, value in config.parameters.items()})

@@ -44,7 +44,14 @@ import triton_python_backend_utils as pb_utils
 
 from gpgmnet import serving_torch
 from gpgmnet.checkpoint import load_network
-from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, check_scale
+from gpgmnet.contract import (
+    NETWORK_INPUT_NAME,
+    NETWORK_OUTPUT_NAME,
+    FrameLayoutError,
+    check_network_input_shape,
+    check_scale,
+)
+from gpgmnet.serving import deployed_frame_limits
 
 PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -63,6 +70,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
         model_dir = Path(args["model_repository"])
+        self.limits = deployed_frame_limits(model_dir)
 
         match = re.fullmatch(r"gpgmnet_x(\d+)", args.get("model_name", config.get("name", "")))
         scale = int(parameters.get("scale") or (match.group(1) if match else 0))
@@ -104,7 +112,15 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
         for request in requests:
-            network_input = serving_torch.from_triton(pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME))
+            tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME)
+            try:
+                check_network_input_shape(tuple(tensor.shape()), self.limits)
+            except FrameLayoutError as error:
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"{NETWORK_INPUT_NAME}: {error}", pb_utils.TritonError.INVALID_ARG)
+                ))
+                continue
+            network_input = serving_torch.from_triton(tensor)
             x = network_input.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
             with torch.inference_mode():
                 residual = self.network(x).to(torch.float32)

@@ -279,7 +279,8 @@ for name in ("sritm_preprocess", "sritm_postprocess"):
     spec.loader.exec_module(module)
     models[name] = module.TritonPythonModel()
     models[name].initialize({"model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
-                             "model_instance_kind": "CPU", "model_instance_device_id": "0"})
+                             "model_instance_kind": "CPU", "model_instance_device_id": "0",
+                             "model_repository": str(repository / name), "model_version": "1"})
 from gpgmnet import serving
 frame = np.random.default_rng(0).integers(0, 256, (24, 16), dtype=np.uint8)
 (lr,) = models["sritm_preprocess"].execute([Request(Tensor(names[0], frame))])[0].output_tensors
@@ -322,10 +323,10 @@ def test_torch_path_of_the_processors_matches_the_numpy_path(pb_utils, how):
     x = serving.network_input_from_i420(frame)
     expected = serving.i420_from_network_output(residual + serving.bicubic_upsample(x, 4))
     assert np.abs(hdr.tensor().numpy().astype(int) - expected.astype(int)).max() <= 1
-    # A residual of no served scale is an internal error, as on the numpy path.
+    # A residual of no served scale is the caller's error (INVALID_ARG), as on the numpy path.
     bad = FakeTensor(NETWORK_OUTPUT_NAME, torch.zeros(1, 3, 54, 66), on_gpu)
     (response,) = post.execute([FakeRequest(FakeTensor(NETWORK_INPUT_NAME, lr.tensor(), on_gpu), bad)])
-    assert response.error.code == FakeError.INTERNAL and "18×22" in response.error.message
+    assert response.error.code == FakeError.INVALID_ARG and "18×22" in response.error.message
 
 
 # --------------------------------------------------------------------------

@@ -97,18 +97,22 @@ def test_changing_the_config_parameters_changes_the_served_limit(model_repositor
         server.kill()  # a test server: no need to wait for a graceful exit; kill() also cleans /dev/shm
 
 
-@pytest.mark.xfail(reason="server-side change pending: only sritm_preprocess checks the frame limits, and Triton "
-                   "lets clients call the ensembles' steps (gpgmnet_x2/x4, sritm_postprocess) directly", strict=False)
 def test_the_ensembles_steps_enforce_the_frame_limits_too(triton_server):
-    """A network input wider than any allowed frame, sent straight to ``gpgmnet_x2``, should be refused.
-
-    Today it runs (the network on 16×1922, about a second of CPU): the limits protect the ensembles only.
-    """
-    tensor = grpcclient.InferInput("LR_YUV", [1, 3, 16, FrameLimits().max_width + 2], "FP32")
-    tensor.set_data_from_numpy(np.full((1, 3, 16, FrameLimits().max_width + 2), 0.5, np.float32))
+    """Clients can call the ensembles' steps directly; they apply the pre-processor's limits too (read from its config)."""
+    wide = np.full((1, 3, 16, FrameLimits().max_width + 2), 0.5, np.float32)
+    tensor = grpcclient.InferInput("LR_YUV", list(wide.shape), "FP32")
+    tensor.set_data_from_numpy(wide)
+    residual = grpcclient.InferInput("RESIDUAL", [1, 3, 32, 2 * wide.shape[3]], "FP32")
+    residual.set_data_from_numpy(np.zeros((1, 3, 32, 2 * wide.shape[3]), np.float32))
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
-        with pytest.raises(InferenceServerException, match="larger than the maximum"):
-            client.infer("gpgmnet_x2", [tensor])
+        for model, inputs in (("gpgmnet_x2", [tensor]), ("sritm_postprocess", [tensor, residual])):
+            with pytest.raises(InferenceServerException, match="larger than the maximum 1088×1920") as raised:
+                client.infer(model, inputs)
+            assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
+        small = np.full((1, 3, 16, 16), 0.5, np.float32)
+        tensor = grpcclient.InferInput("LR_YUV", list(small.shape), "FP32")
+        tensor.set_data_from_numpy(small)
+        assert client.infer("gpgmnet_x2", [tensor]).as_numpy("RESIDUAL").shape == (1, 3, 32, 32)
 
 
 def test_the_deadline_is_timeout_s_for_every_call_and_stream(triton_server):

@@ -19,13 +19,20 @@ otherwise this model never imports torch.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, OUTPUT_NAME, SCALES
-from gpgmnet.serving import bicubic_upsample, i420_from_network_output, processing_device
+from gpgmnet.contract import (
+    NETWORK_INPUT_NAME,
+    NETWORK_OUTPUT_NAME,
+    OUTPUT_NAME,
+    SCALES,
+    FrameLayoutError,
+    check_network_input_shape,
+)
+from gpgmnet.serving import bicubic_upsample, deployed_frame_limits, i420_from_network_output, processing_device
 
 
 class TritonPythonModel:
@@ -35,6 +42,7 @@ class TritonPythonModel:
         self.output_dtype = pb_utils.triton_string_to_numpy(output_config["data_type"])
         parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
         self.torch_device = processing_device(parameters, args)
+        self.limits = deployed_frame_limits(Path(args["model_repository"]))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._process(request) for request in requests]
@@ -42,13 +50,17 @@ class TritonPythonModel:
     def _process(self, request: Any) -> Any:
         network_input_tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME)
         residual_tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_OUTPUT_NAME)
+        try:
+            check_network_input_shape(tuple(network_input_tensor.shape()), self.limits)
+        except FrameLayoutError as error:
+            return _invalid(f"{NETWORK_INPUT_NAME}: {error}")
         if self.torch_device is not None or not (network_input_tensor.is_cpu() and residual_tensor.is_cpu()):
             return self._process_torch(network_input_tensor, residual_tensor)
         network_input = network_input_tensor.as_numpy()
         residual = residual_tensor.as_numpy()
         scale = _scale(network_input.shape, residual.shape)
         if isinstance(scale, str):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(scale, pb_utils.TritonError.INTERNAL))
+            return _invalid(scale)
         hdr = i420_from_network_output(residual + bicubic_upsample(network_input, scale))
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(OUTPUT_NAME, hdr.astype(self.output_dtype, copy=False))]
@@ -62,7 +74,7 @@ class TritonPythonModel:
         residual = serving_torch.from_triton(residual_tensor)
         scale = _scale(tuple(network_input.shape), tuple(residual.shape))
         if isinstance(scale, str):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(scale, pb_utils.TritonError.INTERNAL))
+            return _invalid(scale)
         device = self.torch_device or (residual.device if residual.is_cuda else network_input.device)
         hdr = serving_torch.postprocess(network_input.to(device), residual.to(device), scale)
         hdr = hdr.to(serving_torch.torch_dtype(self.output_dtype))
@@ -83,3 +95,7 @@ def _scale(low_shape: tuple[int, ...], high_shape: tuple[int, ...]) -> int | str
             f"not a ×{'/×'.join(map(str, SCALES))} frame"
         )
     return scale
+
+
+def _invalid(message: str) -> Any:
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))

@@ -24,7 +24,7 @@ from gpgmnet.contract import (
     INPUT_NAME,
     NETWORK_INPUT_NAME,
     FrameLayoutError,
-    FrameLimits,
+    frame_limits_from_parameters,
     i420_frame_size,
 )
 from gpgmnet.serving import network_input_from_i420, processing_device
@@ -34,17 +34,8 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         parameters = config.get("parameters", {})
-        defaults = FrameLimits()
-
-        def limit(key: str) -> int:
-            entry = parameters.get(key)
-            return int(entry["string_value"]) if entry else int(getattr(defaults, key))
-
-        self.limits = FrameLimits(
-            min_height=limit("min_height"),
-            min_width=limit("min_width"),
-            max_height=limit("max_height"),
-            max_width=limit("max_width"),
+        self.limits = frame_limits_from_parameters(
+            {key: value.get("string_value", "") for key, value in parameters.items()}
         )
         output_config = pb_utils.get_output_config_by_name(config, NETWORK_INPUT_NAME)
         self.output_dtype = pb_utils.triton_string_to_numpy(output_config["data_type"])
