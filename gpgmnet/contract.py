@@ -90,15 +90,19 @@ def i420_frame_size(shape: tuple[int, ...], limits: FrameLimits | None = None) -
     if height % 2 or width % 2:
         raise FrameLayoutError(f"I420 needs an even height and width, got {height}×{width}")
     if limits is not None:
-        if height < limits.min_height or width < limits.min_width:
-            raise FrameLayoutError(
-                f"the frame {height}×{width} is smaller than the minimum {limits.min_height}×{limits.min_width}"
-            )
-        if height > limits.max_height or width > limits.max_width:
-            raise FrameLayoutError(
-                f"the frame {height}×{width} is larger than the maximum {limits.max_height}×{limits.max_width}"
-            )
+        _check_limits(height, width, limits)
     return height, width
+
+
+def _check_limits(height: int, width: int, limits: FrameLimits) -> None:
+    if height < limits.min_height or width < limits.min_width:
+        raise FrameLayoutError(
+            f"the frame {height}×{width} is smaller than the minimum {limits.min_height}×{limits.min_width}"
+        )
+    if height > limits.max_height or width > limits.max_width:
+        raise FrameLayoutError(
+            f"the frame {height}×{width} is larger than the maximum {limits.max_height}×{limits.max_width}"
+        )
 
 
 def check_network_input_shape(shape: tuple[int, ...], limits: FrameLimits) -> None:
@@ -109,12 +113,4 @@ def check_network_input_shape(shape: tuple[int, ...], limits: FrameLimits) -> No
     """
     if len(shape) != 4 or tuple(shape[:2]) != (1, 3):
         raise FrameLayoutError(f"{NETWORK_INPUT_NAME} must be 1×3×h×w, not {'×'.join(map(str, shape))}")
-    height, width = shape[2], shape[3]
-    if height < limits.min_height or width < limits.min_width:
-        raise FrameLayoutError(
-            f"the frame {height}×{width} is smaller than the minimum {limits.min_height}×{limits.min_width}"
-        )
-    if height > limits.max_height or width > limits.max_width:
-        raise FrameLayoutError(
-            f"the frame {height}×{width} is larger than the maximum {limits.max_height}×{limits.max_width}"
-        )
+    _check_limits(shape[2], shape[3], limits)
