@@ -123,7 +123,7 @@ def test_the_deadline_is_timeout_s_for_every_call_and_stream(triton_server):
     _convert_parser(parser.add_subparsers())  # the CLI's own parser for `sritm convert`
     assert parser.parse_args(["convert", "a.png", "b.png"]).timeout == DEFAULT_TIMEOUT_S
 
-    slow = frame(48, 64)  # a few hundred ms at ×4 on the CPU server
+    slow = frame(192, 320)  # ~74 GMAC at ×4: about a second on 2 cores, far over the 0.1 s deadline anywhere
     with SritmClient(triton_server.grpc_url, scale=4, retry=RetryPolicy(attempts=1)) as client:
         client.timeout_s = 0.1
         started = time.monotonic()
