@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, SCALES, network_model_name
+from gpgmnet.serving import NETWORK_RUNTIMES
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / "build"
@@ -63,6 +64,7 @@ def network_config(
     instances: int = 1,
     precision: str = "fp16",
     checkpoint: str = "",
+    runtime: str = "openvino",
 ) -> str:
     """``config.pbtxt`` of ``gpgmnet_x{scale}``; the tensor section is identical for every target."""
     name = network_model_name(scale)
@@ -89,6 +91,7 @@ output [
             + f'name: "{name}"\nbackend: "python"\n'
             + tensors
             + 'parameters { key: "onnx_file" value: { string_value: "model.onnx" } }\n'
+            + f'parameters {{ key: "runtime" value: {{ string_value: "{runtime}" }} }}\n'
             # 0 lets ONNX Runtime use every core; the pre/post steps are cheap by comparison.
             + f'parameters {{ key: "intra_op_threads" value: {{ string_value: "{intra_op_threads}" }} }}\n'
             + f"instance_group [ {{ kind: KIND_CPU, count: {instances} }} ]\n"
@@ -129,6 +132,7 @@ def assemble(
     instances: int = 1,
     precision: str = "fp16",
     checkpoint: str = "",
+    runtime: str = "openvino",
 ) -> list[Path]:
     """Write ``gpgmnet_x{s}`` for each scale; returns the model directories written.
 
@@ -158,7 +162,7 @@ def assemble(
         (model_dir / "1").mkdir(parents=True)
         (model_dir / "config.pbtxt").write_text(
             network_config(scale, target, intra_op_threads=intra_op_threads, instances=instances,
-                           precision=precision, checkpoint=model_checkpoint)
+                           precision=precision, checkpoint=model_checkpoint, runtime=runtime)
         )
         if target == "cpu":
             assert artifact is not None
@@ -181,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=REPOSITORY_DIR)
     parser.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime threads (cpu; 0 = all cores)")
     parser.add_argument("--instances", type=int, default=1, help="network model instances (frames run in parallel)")
+    parser.add_argument("--runtime", choices=NETWORK_RUNTIMES, default="openvino",
+                        help="engine for the CPU target (default openvino, f32)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="gpu-torch: the network's precision")
     parser.add_argument("--checkpoint", default="",
                         help="gpu-torch: checkpoint path, '{scale}' replaced by the scale "
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--checkpoint and --precision are for --target gpu-torch (the other targets take them at export/build)")
     try:
         written = assemble(args.target, tuple(args.scale or SCALES), args.artifacts_dir, args.repository,
-                           args.intra_op_threads, args.instances, args.precision, args.checkpoint)
+                           args.intra_op_threads, args.instances, args.precision, args.checkpoint, args.runtime)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

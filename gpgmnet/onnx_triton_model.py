@@ -1,6 +1,8 @@
-"""The network step of the CPU repository: GPGMNet's ONNX graph run by ONNX Runtime in the Python backend.
+"""The network step of the CPU repository: GPGMNet's ONNX graph in the Python backend, run by OpenVINO or ONNX Runtime.
 
-The wheel's Triton has no ONNX Runtime backend, so ``build/assemble_repository.py
+The ``runtime`` parameter picks the engine (:func:`gpgmnet.serving.make_network_runner`;
+default OpenVINO f32, measured 1.2× faster than ONNX Runtime here, same outputs
+within 4e-7). The wheel's Triton has neither backend, so ``build/assemble_repository.py
 --target cpu`` writes a ``1/model.py`` that re-exports :class:`TritonPythonModel`
 from here, beside ``1/model.onnx``. The GPU repository serves the same graph as
 a TensorRT plan instead; the tensor names and shapes are identical.
@@ -15,7 +17,7 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, FrameLayoutError, check_network_input_shape
-from gpgmnet.serving import deployed_frame_limits, make_onnx_session
+from gpgmnet.serving import deployed_frame_limits, make_network_runner
 
 
 class TritonPythonModel:
@@ -24,8 +26,10 @@ class TritonPythonModel:
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.limits = deployed_frame_limits(Path(args["model_repository"]))
-        self.session = make_onnx_session(
-            version_dir / parameters.get("onnx_file", "model.onnx"), int(parameters.get("intra_op_threads", "0"))
+        self.run_network = make_network_runner(
+            version_dir / parameters.get("onnx_file", "model.onnx"),
+            parameters.get("runtime", "openvino"),
+            int(parameters.get("intra_op_threads", "0")),
         )
         output_config = pb_utils.get_output_config_by_name(config, NETWORK_OUTPUT_NAME)
         self.output_dtype = pb_utils.triton_string_to_numpy(output_config["data_type"])
@@ -42,7 +46,7 @@ class TritonPythonModel:
                 ))
                 continue
             network_input = tensor.as_numpy()
-            (residual,) = self.session.run([NETWORK_OUTPUT_NAME], {NETWORK_INPUT_NAME: network_input})
+            residual = self.run_network(network_input)
             responses.append(
                 pb_utils.InferenceResponse(
                     output_tensors=[pb_utils.Tensor(NETWORK_OUTPUT_NAME, residual.astype(self.output_dtype, copy=False))]
@@ -51,4 +55,4 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        self.session = None
+        self.run_network = None

@@ -164,3 +164,20 @@ def test_generated_models_are_ignored_and_committed_ones_are_not():
     assert ignored.stdout.split() == ["model_repository/gpgmnet_x4/1/model.onnx", "build/artifacts/gpgmnet_x4.onnx"]
     for committed in ("model_repository/sritm_x4/config.pbtxt", "model_repository/sritm_preprocess/1/model.py"):
         assert subprocess.run(["git", "check-ignore", committed], cwd=ROOT).returncode == 1
+
+
+def test_cpu_runtimes_agree_and_openvino_is_the_default(exported_x4):
+    """The CPU repository runs the graph in OpenVINO (f32) by default; ONNX Runtime is the alternative."""
+    import numpy as np
+
+    from gpgmnet.serving import make_network_runner
+
+    x = np.random.default_rng(0).random((1, 3, 20, 28), dtype=np.float32)
+    openvino = make_network_runner(Path(exported_x4.path), "openvino")(x)
+    onnxruntime = make_network_runner(Path(exported_x4.path), "onnxruntime")(x)
+    assert openvino.shape == onnxruntime.shape == (1, 3, 80, 112)
+    assert np.abs(openvino - onnxruntime).max() < 1e-4
+    assert 'key: "runtime" value: { string_value: "openvino" }' in network_config(4, "cpu")
+    assert 'string_value: "onnxruntime"' in network_config(4, "cpu", runtime="onnxruntime")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        make_network_runner(Path(exported_x4.path), "tvm")
