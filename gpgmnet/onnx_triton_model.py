@@ -16,8 +16,8 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, FrameLayoutError, check_network_input_shape
-from gpgmnet.serving import deployed_frame_limits, make_network_runner
+from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME
+from gpgmnet.serving import deployed_frame_limits, make_network_runner, rejected_network_input
 
 
 class TritonPythonModel:
@@ -38,12 +38,9 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME)
-            try:
-                check_network_input_shape(tuple(tensor.shape()), self.limits)
-            except FrameLayoutError as error:
-                responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"{NETWORK_INPUT_NAME}: {error}", pb_utils.TritonError.INVALID_ARG)
-                ))
+            rejection = rejected_network_input(pb_utils, tensor, self.limits)
+            if rejection is not None:
+                responses.append(rejection)
                 continue
             network_input = tensor.as_numpy()
             residual = self.run_network(network_input)

@@ -15,7 +15,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gpgmnet import colour
-from gpgmnet.contract import PREPROCESS_MODEL, FrameLimits, frame_limits_from_parameters
+from gpgmnet.contract import (
+    NETWORK_INPUT_NAME,
+    PREPROCESS_MODEL,
+    FrameLayoutError,
+    FrameLimits,
+    check_network_input_shape,
+    frame_limits_from_parameters,
+)
 
 SDR_CODE_SCALE = 255.0
 """GPGMNet's input is 8-bit codes / 255 (the convention of Kim et al.'s dataset)."""
@@ -149,3 +156,18 @@ def deployed_frame_limits(model_dir: Path) -> FrameLimits:
         return FrameLimits()
     config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
     return frame_limits_from_parameters({key: value.string_value for key, value in config.parameters.items()})
+
+
+def rejected_network_input(pb_utils: Any, tensor: Any, limits: FrameLimits) -> Any | None:
+    """An INVALID_ARGUMENT response when a step's ``LR_YUV`` tensor breaks the frame limits, else None.
+
+    Shared by the steps after the pre-processor (network models, post-processor);
+    ``pb_utils`` is the Python backend's module, passed in so this file imports without Triton.
+    """
+    try:
+        check_network_input_shape(tuple(tensor.shape()), limits)
+    except FrameLayoutError as error:
+        return pb_utils.InferenceResponse(
+            error=pb_utils.TritonError(f"{NETWORK_INPUT_NAME}: {error}", pb_utils.TritonError.INVALID_ARG)
+        )
+    return None

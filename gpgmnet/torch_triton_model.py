@@ -47,11 +47,9 @@ from gpgmnet.checkpoint import load_network
 from gpgmnet.contract import (
     NETWORK_INPUT_NAME,
     NETWORK_OUTPUT_NAME,
-    FrameLayoutError,
-    check_network_input_shape,
     check_scale,
 )
-from gpgmnet.serving import deployed_frame_limits
+from gpgmnet.serving import deployed_frame_limits, rejected_network_input
 
 PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -113,12 +111,9 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME)
-            try:
-                check_network_input_shape(tuple(tensor.shape()), self.limits)
-            except FrameLayoutError as error:
-                responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"{NETWORK_INPUT_NAME}: {error}", pb_utils.TritonError.INVALID_ARG)
-                ))
+            rejection = rejected_network_input(pb_utils, tensor, self.limits)
+            if rejection is not None:
+                responses.append(rejection)
                 continue
             network_input = serving_torch.from_triton(tensor)
             x = network_input.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)

@@ -29,10 +29,14 @@ from gpgmnet.contract import (
     NETWORK_OUTPUT_NAME,
     OUTPUT_NAME,
     SCALES,
-    FrameLayoutError,
-    check_network_input_shape,
 )
-from gpgmnet.serving import bicubic_upsample, deployed_frame_limits, i420_from_network_output, processing_device
+from gpgmnet.serving import (
+    bicubic_upsample,
+    deployed_frame_limits,
+    i420_from_network_output,
+    processing_device,
+    rejected_network_input,
+)
 
 
 class TritonPythonModel:
@@ -50,10 +54,9 @@ class TritonPythonModel:
     def _process(self, request: Any) -> Any:
         network_input_tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME)
         residual_tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_OUTPUT_NAME)
-        try:
-            check_network_input_shape(tuple(network_input_tensor.shape()), self.limits)
-        except FrameLayoutError as error:
-            return _invalid(f"{NETWORK_INPUT_NAME}: {error}")
+        rejection = rejected_network_input(pb_utils, network_input_tensor, self.limits)
+        if rejection is not None:
+            return rejection
         if self.torch_device is not None or not (network_input_tensor.is_cpu() and residual_tensor.is_cpu()):
             return self._process_torch(network_input_tensor, residual_tensor)
         network_input = network_input_tensor.as_numpy()
