@@ -14,26 +14,19 @@ import grpc
 import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.utils import InferenceServerException
 
-from gpgmnet.contract import ensemble_name
-
 from sritm_client.client import (
-    _DEADLINE_EXCEEDED,
     _INVALID_ARGUMENT,
     _LIVENESS_PROBE_S,
-    _UNAVAILABLE,
-    DEFAULT_READY_TIMEOUT_S,
-    DEFAULT_TIMEOUT_S,
-    DEFAULT_URL,
-    RetryPolicy,
-    TlsOptions,
     _check_contract,
+    _ClientOptions,
     _checked_frame,
     _connection_arguments,
     _described,
     _is_retryable,
-    _is_stale_registration,
     _message,
     _output_bytes,
+    _ReadinessWait,
+    _Reconnection,
     _request_tensors,
     _result_frame,
     _status,
@@ -50,7 +43,7 @@ __all__ = ["AsyncSritmClient"]
 T = TypeVar("T")
 
 
-class AsyncSritmClient:
+class AsyncSritmClient(_ClientOptions):
     """Converts SDR frames to HDR10 frames from asyncio code; see :class:`SritmClient` for the options.
 
     Connects on ``async with`` (or :meth:`connect`, or the first call): waits
@@ -63,28 +56,8 @@ class AsyncSritmClient:
                 ...
     """
 
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        scale: int = 4,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
-        use_shared_memory: bool = False,
-        tls: TlsOptions | None = None,
-        retry: RetryPolicy = RetryPolicy(),
-    ) -> None:
-        self.url = url
-        self.scale = scale
-        self.model = ensemble_name(scale)
-        self.timeout_s = timeout_s
-        self.ready_timeout_s = ready_timeout_s
-        self.use_shared_memory = use_shared_memory
-        self.tls = tls
-        self.retry = retry
-        self._slots = SlotPool(1) if use_shared_memory else None
-        self._registrations_stale = False
-        self._client: Any = None
+    # The options are _ClientOptions'; the connection is made by connect().
+    _client: Any = None
 
     async def __aenter__(self) -> AsyncSritmClient:
         return await self.connect()
@@ -113,16 +86,7 @@ class AsyncSritmClient:
     async def close(self) -> None:
         """Unregisters and frees this client's shared memory and closes the connection. Idempotent."""
         client, self._client = self._client, None
-        if client is None:
-            if self._slots is not None:
-                for region in self._slots.close():
-                    region.destroy()
-            return
-        try:
-            if self._slots is not None:
-                await self._retire(client, self._slots.close())
-        finally:
-            await client.close()
+        await _close_connection(self, client, self._slots)
 
     # --- one frame
 
@@ -161,20 +125,9 @@ class AsyncSritmClient:
             try:
                 return await call()
             except InferenceServerException as error:
-                stale = self.use_shared_memory and _is_stale_registration(error)
-                if not (stale or _is_retryable(error) or await self._went_away(self._client, error)):
-                    raise _translated(error, self.url, pts) from None
-                self._registrations_stale = self.use_shared_memory
-                elapsed = time.monotonic() - started
-                pause = self.retry.backoff_s(attempt)
-                if attempt >= self.retry.attempts or elapsed + pause > self.retry.deadline_s:
-                    raise ServerUnavailableError(
-                        f"{self.url} is unavailable after {attempt} attempts in {elapsed:.1f} s: {_described(error)}"
-                    ) from None
-                await asyncio.sleep(pause)
-                # A restarting server takes seconds to load its models: wait for it
-                # (within the deadline) rather than spend the attempts meanwhile.
-                await self._wait_ready(self._client, max(0.1, self.retry.deadline_s - (time.monotonic() - started)))
+                recoverable = self._recoverable(error) or await self._went_away(self._client, error)
+                await asyncio.sleep(self._pause_before_retry(error, recoverable, attempt, started, pts))
+                await self._wait_ready(self._client, self._retry_time_left(started))
         raise AssertionError("unreachable")
 
     # --- video
@@ -206,25 +159,19 @@ class AsyncSritmClient:
         return aiogrpcclient.InferenceServerClient(**_connection_arguments(self.url, self.tls, self.retry))
 
     async def _wait_ready(self, client: Any, deadline_s: float) -> None:
-        started = time.monotonic()
-        last = "no answer"
+        wait = _ReadinessWait(self, deadline_s)
         for attempt in itertools.count(1):
-            remaining = deadline_s - (time.monotonic() - started)
-            if remaining <= 0:
-                break
+            probe = wait.probe_timeout()
             try:
-                if not await client.is_server_ready(client_timeout=min(remaining, 2.0)):
-                    last = "the server is not ready"
-                elif not await client.is_model_ready(self.model, client_timeout=min(remaining, 2.0)):
-                    last = f"{self.model} is not ready"
+                if not await client.is_server_ready(client_timeout=probe):
+                    wait.last = "the server is not ready"
+                elif not await client.is_model_ready(self.model, client_timeout=probe):
+                    wait.last = f"{self.model} is not ready"
                 else:
                     return
             except InferenceServerException as error:
-                if _status(error) not in (_UNAVAILABLE, _DEADLINE_EXCEEDED):
-                    raise _translated(error, self.url) from None
-                last = _message(error)
-            await asyncio.sleep(max(0.0, min(self.retry.backoff_s(attempt), deadline_s - (time.monotonic() - started))))
-        raise ServerUnavailableError(f"{self.url}: {self.model} not ready within {deadline_s:.3g} s ({last})")
+                wait.failed(error)
+            await asyncio.sleep(wait.pause(attempt))
 
     async def _went_away(self, client: Any, error: InferenceServerException) -> bool:
         """See ``SritmClient._went_away``: a shutting-down server's NOT_FOUND or INTERNAL is unavailability."""
@@ -355,63 +302,36 @@ class _AsyncStream:
             await self._reconnect(_described(error))
             return
         if error is None:
-            sequence = book.sequence_of(str(result.get_response().id))
-            if sequence is None:
-                return
-            slot = book.slots.pop(sequence, None)
-            try:
-                book.answer(sequence, _result_frame(result, book.unanswered[sequence], owner.scale, slot))
-            finally:
-                if slot is not None and self._slots is not None:
-                    self._slots.release(slot)
+            book.answer_result(result, owner.scale, self._slots)
         else:
             book.unattributed_errors += 1
 
     async def _rerun_failures(self) -> None:
         owner, book = self._owner, self._book
-        for sequence, frame in book.take_failures():
-            slot = book.slots.pop(sequence, None)
-            if slot is not None and self._slots is not None:
-                self._slots.release(slot)
+        for sequence, frame in book.take_failures(self._slots):
             try:
                 item: HdrFrame | SritmError = await owner._convert_by_value(frame)
             except SritmError as error:
                 item = error
-            book.answer(sequence, item)
-            if isinstance(item, SritmError):
+            if not book.answer_rerun(sequence, item):
                 break
-        if book.failed:
-            book.unanswered.clear()
 
     async def _reconnect(self, cause: str) -> None:
         owner, book = self._owner, self._book
-        started = time.monotonic()
-        message = cause
+        reconnection = _Reconnection(owner, cause)
         for attempt in itertools.count(1):
-            elapsed = time.monotonic() - started
-            pause = owner.retry.backoff_s(attempt)
-            if attempt > owner.retry.attempts or elapsed + pause > owner.retry.deadline_s:
-                raise ServerUnavailableError(
-                    f"{owner.url}: the stream broke and could not be re-opened "
-                    f"({attempt - 1} attempts in {elapsed:.1f} s): {message}"
-                )
-            await asyncio.sleep(pause)
+            await asyncio.sleep(reconnection.pause(attempt))
             self._abandon_call()
             try:
-                await owner._wait_ready(self._client, max(0.1, owner.retry.deadline_s - (time.monotonic() - started)))
+                await owner._wait_ready(self._client, reconnection.time_left())
                 if self._slots is not None:
                     await owner._register(self._client, self._slots.regions(), again=True)
                 self._open()
                 book.forget_errors()
                 for sequence in sorted(book.unanswered):
                     await self._send(sequence)
-            except (ServerUnavailableError, _StreamBroken) as error:
-                message = str(error)
-                continue
-            except InferenceServerException as error:
-                if not _is_retryable(error):
-                    raise _translated(error, owner.url) from None
-                message = _message(error)
+            except (ServerUnavailableError, _StreamBroken, InferenceServerException) as error:
+                reconnection.failed(error)
                 continue
             return
 
@@ -424,16 +344,7 @@ class _AsyncStream:
 
     async def close(self) -> None:
         self._abandon_call()
-        if self._client is None:
-            if self._slots is not None:
-                for region in self._slots.close():
-                    region.destroy()
-            return
-        try:
-            if self._slots is not None:
-                await self._owner._retire(self._client, self._slots.close())
-        finally:
-            await self._client.close()
+        await _close_connection(self._owner, self._client, self._slots)
 
 
 async def _async_iterator(frames: AsyncIterable[SdrFrame] | Iterable[SdrFrame]) -> AsyncIterator[SdrFrame]:
@@ -443,3 +354,17 @@ async def _async_iterator(frames: AsyncIterable[SdrFrame] | Iterable[SdrFrame]) 
     else:
         for frame in frames:
             yield frame
+
+
+async def _close_connection(owner: AsyncSritmClient, client: Any, slots: SlotPool | None) -> None:
+    """Frees ``slots`` (unregistering them from the server when connected) and closes ``client``, if any."""
+    if client is None:
+        if slots is not None:
+            for region in slots.close():
+                region.destroy()
+        return
+    try:
+        if slots is not None:
+            await owner._retire(client, slots.close())
+    finally:
+        await client.close()

@@ -324,9 +324,35 @@ class _StreamBook:
     def failures_identified(self) -> bool:
         return bool(self.unattributed_errors) and len(self.unanswered) == self.unattributed_errors
 
-    def take_failures(self) -> list[tuple[int, SdrFrame]]:
+    def answer_result(self, result: Any, scale: int, slots: SlotPool | None) -> None:
+        """Files an in-stream inference result under its frame; an answer to a frame already answered is dropped."""
+        sequence = self.sequence_of(str(result.get_response().id))
+        if sequence is None:
+            return  # an answer to a frame re-sent after a reconnect, already answered
+        try:
+            self.answer(sequence, _result_frame(result, self.unanswered[sequence], scale, self.slots.get(sequence)))
+        finally:
+            self.release_slot(sequence, slots)
+
+    def release_slot(self, sequence: int, slots: SlotPool | None) -> None:
+        slot = self.slots.pop(sequence, None)
+        if slot is not None and slots is not None:
+            slots.release(slot)
+
+    def take_failures(self, slots: SlotPool | None) -> list[tuple[int, SdrFrame]]:
+        """The frames to ask again one at a time (by value), their slots released."""
         self.unattributed_errors = 0
-        return sorted(self.unanswered.items())
+        failures = sorted(self.unanswered.items())
+        for sequence, _ in failures:
+            self.release_slot(sequence, slots)
+        return failures
+
+    def answer_rerun(self, sequence: int, item: HdrFrame | SritmError) -> bool:
+        """Records a re-asked frame's result; False once one has failed, as nothing after it is yielded."""
+        self.answer(sequence, item)
+        if self.failed:
+            self.unanswered.clear()
+        return not self.failed
 
     def forget_errors(self) -> None:
         """After a reconnect every unanswered frame is re-sent, and a bad one fails again."""
@@ -336,7 +362,131 @@ class _StreamBook:
 # --------------------------------------------------------------------------
 
 
-class SritmClient:
+class _ClientOptions:
+    """The options of :class:`SritmClient` and :class:`AsyncSritmClient`, and the decisions they take without I/O.
+
+    Args:
+        url: the server's gRPC address, ``host:port``.
+        scale: 2 or 4; the client calls the ensemble ``sritm_x{scale}``.
+        timeout_s: the deadline of each call (and of each answer in a stream).
+        ready_timeout_s: how long connecting waits for the server and the ensemble to be ready.
+        use_shared_memory: pass frames through POSIX shared memory (the server must run on the same host).
+        tls: PEM files for gRPC over TLS; ``None`` for plaintext.
+        retry: how calls failing with ``UNAVAILABLE`` are retried.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        scale: int = 4,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        use_shared_memory: bool = False,
+        tls: TlsOptions | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self.url = url
+        self.scale = scale
+        self.model = ensemble_name(scale)
+        self.timeout_s = timeout_s
+        self.ready_timeout_s = ready_timeout_s
+        self.use_shared_memory = use_shared_memory
+        self.tls = tls
+        self.retry = retry
+        self._slots = SlotPool(1) if use_shared_memory else None
+        self._registrations_stale = False
+
+    def _recoverable(self, error: InferenceServerException) -> bool:
+        """Retried without asking the server first: UNAVAILABLE, a dead stub, or a region the server forgot."""
+        return (self.use_shared_memory and _is_stale_registration(error)) or _is_retryable(error)
+
+    def _pause_before_retry(
+        self, error: InferenceServerException, recoverable: bool, attempt: int, started: float, pts: int | None
+    ) -> float:
+        """The pause before trying a failed call again; raises the SDK's error when it is not to be tried again."""
+        if not recoverable:
+            raise _translated(error, self.url, pts) from None
+        # A server that went away forgot our regions; register them again before the next try.
+        self._registrations_stale = self.use_shared_memory
+        elapsed = time.monotonic() - started
+        pause = self.retry.backoff_s(attempt)
+        if attempt >= self.retry.attempts or elapsed + pause > self.retry.deadline_s:
+            raise ServerUnavailableError(
+                f"{self.url} is unavailable after {attempt} attempts in {elapsed:.1f} s: {_described(error)}"
+            ) from None
+        return pause
+
+    def _retry_time_left(self, started: float) -> float:
+        """How long a retry that began at ``started`` may still wait for the server to be ready."""
+        return max(0.1, self.retry.deadline_s - (time.monotonic() - started))
+
+
+class _ReadinessWait:
+    """One wait for the server and the ensemble to be ready, without I/O: the clients make the calls."""
+
+    def __init__(self, options: _ClientOptions, deadline_s: float) -> None:
+        self._options = options
+        self._deadline_s = deadline_s
+        self._started = time.monotonic()
+        self.last = "no answer"
+
+    def probe_timeout(self) -> float:
+        """The timeout of the next readiness call; raises :class:`ServerUnavailableError` once the wait is over."""
+        remaining = self._deadline_s - (time.monotonic() - self._started)
+        if remaining <= 0:
+            options = self._options
+            raise ServerUnavailableError(
+                f"{options.url}: {options.model} not ready within {self._deadline_s:.3g} s ({self.last})"
+            )
+        return min(remaining, 2.0)
+
+    def failed(self, error: InferenceServerException) -> None:
+        """A readiness call failed: keep waiting while the server is unreachable, raise on any other answer."""
+        if _status(error) not in (_UNAVAILABLE, _DEADLINE_EXCEEDED):
+            raise _translated(error, self._options.url) from None
+        self.last = _message(error)
+
+    def pause(self, attempt: int) -> float:
+        elapsed = time.monotonic() - self._started
+        return max(0.0, min(self._options.retry.backoff_s(attempt), self._deadline_s - elapsed))
+
+
+class _Reconnection:
+    """The retry budget of re-opening one broken stream, without I/O."""
+
+    def __init__(self, options: _ClientOptions, cause: str) -> None:
+        self._options = options
+        self._started = time.monotonic()
+        self._message = cause
+
+    def pause(self, attempt: int) -> float:
+        """The pause before attempt number ``attempt``; raises :class:`ServerUnavailableError` once the budget is spent."""
+        retry = self._options.retry
+        elapsed = time.monotonic() - self._started
+        pause = retry.backoff_s(attempt)
+        if attempt > retry.attempts or elapsed + pause > retry.deadline_s:
+            raise ServerUnavailableError(
+                f"{self._options.url}: the stream broke and could not be re-opened "
+                f"({attempt - 1} attempts in {elapsed:.1f} s): {self._message}"
+            )
+        return pause
+
+    def time_left(self) -> float:
+        return self._options._retry_time_left(self._started)
+
+    def failed(self, error: Exception) -> None:
+        """An attempt failed: remember why for the final message, or raise when the server gave a real answer."""
+        if isinstance(error, InferenceServerException):
+            if not _is_retryable(error):
+                raise _translated(error, self._options.url) from None
+            self._message = _message(error)
+        else:
+            self._message = str(error)
+
+
+
+class SritmClient(_ClientOptions):
     """Converts SDR frames to HDR10 frames on a Triton server serving ``sritm_x{scale}``.
 
     Connects on construction: waits up to ``ready_timeout_s`` for the server
@@ -363,16 +513,15 @@ class SritmClient:
         tls: TlsOptions | None = None,
         retry: RetryPolicy = RetryPolicy(),
     ) -> None:
-        self.url = url
-        self.scale = scale
-        self.model = ensemble_name(scale)
-        self.timeout_s = timeout_s
-        self.ready_timeout_s = ready_timeout_s
-        self.use_shared_memory = use_shared_memory
-        self.tls = tls
-        self.retry = retry
-        self._slots = SlotPool(1) if use_shared_memory else None
-        self._registrations_stale = False
+        super().__init__(
+            url,
+            scale,
+            timeout_s=timeout_s,
+            ready_timeout_s=ready_timeout_s,
+            use_shared_memory=use_shared_memory,
+            tls=tls,
+            retry=retry,
+        )
         self._client = self._new_triton_client()
         try:
             self._wait_ready(self._client, ready_timeout_s)
@@ -434,21 +583,11 @@ class SritmClient:
             try:
                 return call()
             except InferenceServerException as error:
-                stale = self.use_shared_memory and _is_stale_registration(error)
-                if not (stale or _is_retryable(error) or self._went_away(self._client, error)):
-                    raise _translated(error, self.url, pts) from None
-                # A server that went away forgot our regions; register them again before the next try.
-                self._registrations_stale = self.use_shared_memory
-                elapsed = time.monotonic() - started
-                pause = self.retry.backoff_s(attempt)
-                if attempt >= self.retry.attempts or elapsed + pause > self.retry.deadline_s:
-                    raise ServerUnavailableError(
-                        f"{self.url} is unavailable after {attempt} attempts in {elapsed:.1f} s: {_described(error)}"
-                    ) from None
-                time.sleep(pause)
+                recoverable = self._recoverable(error) or self._went_away(self._client, error)
+                time.sleep(self._pause_before_retry(error, recoverable, attempt, started, pts))
                 # A restarting server takes seconds to load its models: wait for it
                 # (within the deadline) rather than spend the attempts meanwhile.
-                self._wait_ready(self._client, max(0.1, self.retry.deadline_s - (time.monotonic() - started)))
+                self._wait_ready(self._client, self._retry_time_left(started))
         raise AssertionError("unreachable")
 
     # --- video
@@ -472,25 +611,19 @@ class SritmClient:
         return grpcclient.InferenceServerClient(**_connection_arguments(self.url, self.tls, self.retry))
 
     def _wait_ready(self, client: Any, deadline_s: float) -> None:
-        started = time.monotonic()
-        last = "no answer"
+        wait = _ReadinessWait(self, deadline_s)
         for attempt in itertools.count(1):
-            remaining = deadline_s - (time.monotonic() - started)
-            if remaining <= 0:
-                break
+            probe = wait.probe_timeout()
             try:
-                if not client.is_server_ready(client_timeout=min(remaining, 2.0)):
-                    last = "the server is not ready"
-                elif not client.is_model_ready(self.model, client_timeout=min(remaining, 2.0)):
-                    last = f"{self.model} is not ready"
+                if not client.is_server_ready(client_timeout=probe):
+                    wait.last = "the server is not ready"
+                elif not client.is_model_ready(self.model, client_timeout=probe):
+                    wait.last = f"{self.model} is not ready"
                 else:
                     return
             except InferenceServerException as error:
-                if _status(error) not in (_UNAVAILABLE, _DEADLINE_EXCEEDED):
-                    raise _translated(error, self.url) from None
-                last = _message(error)
-            time.sleep(max(0.0, min(self.retry.backoff_s(attempt), deadline_s - (time.monotonic() - started))))
-        raise ServerUnavailableError(f"{self.url}: {self.model} not ready within {deadline_s:.3g} s ({last})")
+                wait.failed(error)
+            time.sleep(wait.pause(attempt))
 
     def _went_away(self, client: Any, error: InferenceServerException) -> bool:
         """Whether a failure other than UNAVAILABLE came from a server that stopped serving.
@@ -641,15 +774,7 @@ class _SyncStream:
         owner, book = self._owner, self._book
         result, error = event
         if error is None:
-            sequence = book.sequence_of(str(result.get_response().id))
-            if sequence is None:
-                return  # an answer to a frame re-sent after a reconnect, already answered
-            slot = book.slots.pop(sequence, None)
-            try:
-                book.answer(sequence, _result_frame(result, book.unanswered[sequence], owner.scale, slot))
-            finally:
-                if slot is not None and self._slots is not None:
-                    self._slots.release(slot)
+            book.answer_result(result, owner.scale, self._slots)
         elif _status(error) is None:
             book.unattributed_errors += 1
         elif _is_retryable(error) or owner._went_away(self._client, error):
@@ -659,52 +784,32 @@ class _SyncStream:
 
     def _rerun_failures(self) -> None:
         owner, book = self._owner, self._book
-        for sequence, frame in self._book.take_failures():
-            slot = book.slots.pop(sequence, None)
-            if slot is not None and self._slots is not None:
-                self._slots.release(slot)
+        for sequence, frame in book.take_failures(self._slots):
             try:
                 item: HdrFrame | SritmError = owner._convert_by_value(frame)
             except SritmError as error:
                 item = error
-            book.answer(sequence, item)
-            if isinstance(item, SritmError):
+            if not book.answer_rerun(sequence, item):
                 break
-        # Frames after a failed one are not waited for: nothing after it is yielded.
-        if book.failed:
-            book.unanswered.clear()
 
     def _reconnect(self, cause: str) -> None:
         """Re-open the stream and send every unanswered frame again, in order, per the retry policy."""
         owner, book = self._owner, self._book
-        started = time.monotonic()
-        message = cause
+        reconnection = _Reconnection(owner, cause)
         for attempt in itertools.count(1):
-            elapsed = time.monotonic() - started
-            pause = owner.retry.backoff_s(attempt)
-            if attempt > owner.retry.attempts or elapsed + pause > owner.retry.deadline_s:
-                raise ServerUnavailableError(
-                    f"{owner.url}: the stream broke and could not be re-opened "
-                    f"({attempt - 1} attempts in {elapsed:.1f} s): {message}"
-                )
-            time.sleep(pause)
+            time.sleep(reconnection.pause(attempt))
             self._client.stop_stream(cancel_requests=True)
             self._generation += 1
             try:
-                owner._wait_ready(self._client, max(0.1, owner.retry.deadline_s - (time.monotonic() - started)))
+                owner._wait_ready(self._client, reconnection.time_left())
                 if self._slots is not None:
                     owner._register(self._client, self._slots.regions(), again=True)
                 self._open()
                 book.forget_errors()
                 for sequence in sorted(book.unanswered):
                     self._send(sequence)
-            except (ServerUnavailableError, _StreamBroken) as error:
-                message = str(error)
-                continue
-            except InferenceServerException as error:
-                if not _is_retryable(error):
-                    raise _translated(error, owner.url) from None
-                message = _message(error)
+            except (ServerUnavailableError, _StreamBroken, InferenceServerException) as error:
+                reconnection.failed(error)
                 continue
             return
 
