@@ -8,7 +8,7 @@ expects and a frame decoded here is the exact inverse of its post-processor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,6 +19,8 @@ from gpgmnet.contract import FrameLayoutError, i420_frame_size
 from sritm_client.errors import InvalidFrameError
 
 __all__ = ["SdrFrame", "HdrFrame"]
+
+CodeT = TypeVar("CodeT", np.uint8, np.uint16)
 
 
 def _checked_layout(i420: Any, dtype: type[np.unsignedinteger[Any]], what: str) -> tuple[int, int]:
@@ -38,8 +40,41 @@ def _planes(i420: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any
     return y, u, v
 
 
+class _I420Frame(Generic[CodeT]):
+    """The size, plane views and buffer of a frame whose dataclass holds an ``i420`` buffer of ``CodeT`` codes."""
+
+    i420: NDArray[CodeT]
+
+    @property
+    def height(self) -> int:
+        return self.i420.shape[0] * 2 // 3
+
+    @property
+    def width(self) -> int:
+        return int(self.i420.shape[1])
+
+    @property
+    def y(self) -> NDArray[CodeT]:
+        """The ``(H, W)`` luma plane (a view)."""
+        return _planes(self.i420)[0]
+
+    @property
+    def u(self) -> NDArray[CodeT]:
+        """The ``(H/2, W/2)`` Cb plane (a view)."""
+        return _planes(self.i420)[1]
+
+    @property
+    def v(self) -> NDArray[CodeT]:
+        """The ``(H/2, W/2)`` Cr plane (a view)."""
+        return _planes(self.i420)[2]
+
+    def to_numpy(self) -> NDArray[CodeT]:
+        """The ``(3H/2, W)`` I420 buffer (the same array, not a copy)."""
+        return self.i420
+
+
 @dataclass(frozen=True, eq=False)
-class SdrFrame:
+class SdrFrame(_I420Frame[np.uint8]):
     """One low-resolution input frame: BT.709 narrow-range 8-bit I420, ``(3H/2, W)`` uint8.
 
     The array is not copied; do not modify it while the frame is being converted.
@@ -92,33 +127,9 @@ class SdrFrame:
             pts,
         )
 
-    @property
-    def height(self) -> int:
-        return self.i420.shape[0] * 2 // 3
-
-    @property
-    def width(self) -> int:
-        return int(self.i420.shape[1])
-
-    @property
-    def y(self) -> NDArray[np.uint8]:
-        return _planes(self.i420)[0]
-
-    @property
-    def u(self) -> NDArray[np.uint8]:
-        return _planes(self.i420)[1]
-
-    @property
-    def v(self) -> NDArray[np.uint8]:
-        return _planes(self.i420)[2]
-
-    def to_numpy(self) -> NDArray[np.uint8]:
-        """The ``(3H/2, W)`` I420 buffer (the same array, not a copy)."""
-        return self.i420
-
 
 @dataclass(frozen=True, eq=False)
-class HdrFrame:
+class HdrFrame(_I420Frame[np.uint16]):
     """One converted frame: BT.2020 NCL, PQ, narrow-range 10-bit I420, ``(3H/2, W)`` uint16 (yuv420p10le).
 
     ``pts`` is the timestamp of the :class:`SdrFrame` it was converted from.
@@ -135,30 +146,6 @@ class HdrFrame:
     @classmethod
     def from_i420(cls, i420: NDArray[np.uint16], pts: int = 0) -> HdrFrame:
         return cls(np.ascontiguousarray(i420), pts)
-
-    @property
-    def height(self) -> int:
-        return self.i420.shape[0] * 2 // 3
-
-    @property
-    def width(self) -> int:
-        return int(self.i420.shape[1])
-
-    @property
-    def y(self) -> NDArray[np.uint16]:
-        return _planes(self.i420)[0]
-
-    @property
-    def u(self) -> NDArray[np.uint16]:
-        return _planes(self.i420)[1]
-
-    @property
-    def v(self) -> NDArray[np.uint16]:
-        return _planes(self.i420)[2]
-
-    def to_numpy(self) -> NDArray[np.uint16]:
-        """The ``(3H/2, W)`` I420 buffer (the same array, not a copy)."""
-        return self.i420
 
     def to_rgb_pq16(self) -> NDArray[np.uint16]:
         """``(H, W, 3)`` full-range BT.2020 PQ R'G'B': ``value / 65535`` is the PQ signal.
