@@ -36,11 +36,8 @@ import numpy.typing as npt
 from gpgmnet.colour import (
     BT709,
     bt709_to_bt2020,
-    bt1886_eotf,
-    bt1886_inverse_eotf,
-    bt2020_to_bt709,
     bt2390_eetf,
-    bt2446a_hdr_to_sdr,
+    hdr10_to_sdr_bt709,
     pack_i420,
     pq_inverse_eotf,
     quantize_plane,
@@ -110,9 +107,7 @@ def sdr_i420(scene_cd_m2: FloatArray) -> npt.NDArray[np.uint8]:
     """Linear BT.709 scene light in cd/m^2 -> 8-bit BT.709 SDR I420, via an HDR10 master."""
     hdr_pq = pq_inverse_eotf(bt709_to_bt2020(scene_cd_m2))
     master_pq = bt2390_eetf(hdr_pq, source_peak=10000.0, target_peak=HDR_MASTER_PEAK)
-    sdr_2020 = bt2446a_hdr_to_sdr(master_pq, hdr_peak=HDR_MASTER_PEAK, sdr_peak=SDR_PEAK)
-    light_709 = bt2020_to_bt709(bt1886_eotf(sdr_2020, lw=SDR_PEAK), clip=True, peak=SDR_PEAK)
-    rgb_709 = np.clip(bt1886_inverse_eotf(light_709, lw=SDR_PEAK), 0.0, 1.0)
+    rgb_709 = np.clip(hdr10_to_sdr_bt709(master_pq, hdr_peak=HDR_MASTER_PEAK, sdr_peak=SDR_PEAK), 0.0, 1.0)
     y, u, v = unpack_i420(yuv444_to_i420(rgb_to_codes(rgb_709, BT709, 8)))
     packed: npt.NDArray[np.uint8] = pack_i420(
         quantize_plane(y, 8, is_luma=True),

@@ -69,6 +69,7 @@ __all__ = [
     "sdr_to_hdr_luminance",
     "bt2390_eetf",
     "bt2446a_hdr_to_sdr",
+    "hdr10_to_sdr_bt709",
 ]
 
 FloatArray = npt.NDArray[np.floating[Any]]
@@ -943,3 +944,28 @@ def bt2446a_hdr_to_sdr(
     out = ycbcr_to_rgb(np.stack([y_tmo, cb, cr], axis=-1), BT2020)
     result: FloatArray = np.clip(out, 0.0, 1.0).astype(a.dtype, copy=False)
     return result
+
+
+def hdr10_to_sdr_bt709(
+    rgb_pq_bt2020: npt.ArrayLike, hdr_peak: float = 1000.0, sdr_peak: float = 100.0
+) -> FloatArray:
+    """The SDR grade of an HDR10 signal, as an SDR screen shows it: BT.709 R'G'B', BT.1886-encoded.
+
+    :func:`bt2446a_hdr_to_sdr` (BT.2020 SDR R'G'B'), :func:`bt1886_eotf` for
+    a ``sdr_peak`` screen, BT.2020 -> BT.709 with a hard gamut clip
+    (:func:`bt2020_to_bt709`, also clipping at ``sdr_peak``), and
+    :func:`bt1886_inverse_eotf`. The training pairs' SDR grade
+    (``gpgmnet.data``), the bundled sample clip and the preview pictures all
+    come from this one chain.
+
+    Args:
+        rgb_pq_bt2020: ``(..., 3)`` BT.2020 PQ R'G'B' in [0, 1].
+        hdr_peak: the master's peak, cd/m^2 (see :func:`bt2446a_hdr_to_sdr`).
+        sdr_peak: the SDR screen's white, cd/m^2.
+
+    Returns:
+        ``(..., 3)`` BT.709 R'G'B' signal in [0, 1].
+    """
+    sdr_bt2020 = bt2446a_hdr_to_sdr(rgb_pq_bt2020, hdr_peak=hdr_peak, sdr_peak=sdr_peak)
+    light_709 = bt2020_to_bt709(bt1886_eotf(sdr_bt2020, lw=sdr_peak), clip=True, peak=sdr_peak)
+    return bt1886_inverse_eotf(light_709, lw=sdr_peak)

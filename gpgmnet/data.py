@@ -394,10 +394,7 @@ def hdr10_master(rgb_cd_m2: NDArray[Any], primaries: str = "bt709") -> NDArray[n
 def sdr_grade(hdr_codes: NDArray[np.integer[Any]]) -> NDArray[np.uint8]:
     """HDR10 master codes -> the SDR grade: 8-bit narrow-range BT.709 (BT.1886) Y'CbCr 4:4:4 codes."""
     rgb_pq = np.clip(colour.codes_to_rgb(hdr_codes.astype(np.float32), colour.BT2020, 10), 0.0, 1.0)
-    sdr_bt2020 = colour.bt2446a_hdr_to_sdr(rgb_pq, hdr_peak=HDR_PEAK_CD_M2, sdr_peak=SDR_PEAK_CD_M2)
-    light = colour.bt1886_eotf(sdr_bt2020, lw=SDR_PEAK_CD_M2)
-    light_709 = colour.bt2020_to_bt709(light, clip=True, peak=SDR_PEAK_CD_M2)
-    signal = colour.bt1886_inverse_eotf(light_709, lw=SDR_PEAK_CD_M2)
+    signal = colour.hdr10_to_sdr_bt709(rgb_pq, hdr_peak=HDR_PEAK_CD_M2, sdr_peak=SDR_PEAK_CD_M2)
     codes = colour.rgb_to_codes(signal, colour.BT709, 8)
     return colour.quantize_narrow_range(codes, 8).astype(np.uint8)
 

@@ -33,16 +33,18 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from gpgmnet import data, metrics
+from gpgmnet import colour, data, metrics
 from gpgmnet.baseline import bicubic_baseline
 from gpgmnet.checkpoint import CheckpointError, load_network
 from gpgmnet.contract import SCALES
+from gpgmnet.serving import HDR_CODE_SCALE, SDR_CODE_SCALE
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,16 @@ COLUMNS = {
     "l_l2": ("L* L2", "{:.2f}"),
 }
 METHOD_LABELS = {"gpgmnet": "GPGMNet", "bicubic": "bicubic + BT.2408"}
+
+
+@dataclass(frozen=True)
+class ScenePictures:
+    """One scene's images as H x W x 3 normalised Y'CbCr codes: SDR input (/255), outputs and master (/1023)."""
+
+    name: str
+    sdr_input: np.ndarray
+    outputs: dict[str, np.ndarray]
+    master: np.ndarray
 
 
 def _hwc(x: np.ndarray) -> np.ndarray:
@@ -81,8 +93,12 @@ def score(
     scale: int,
     device: torch.device,
     progress: bool = False,
+    pictures: list[ScenePictures] | None = None,
 ) -> list[dict[str, Any]]:
-    """Metrics of GPGMNet and the baseline for each (name, LR input 1x3xhxw, HR target 1x3xHxW)."""
+    """Metrics of GPGMNet and the baseline for each (name, LR input 1x3xhxw, HR target 1x3xHxW).
+
+    With ``pictures``, each scene's input, outputs and target are appended to it (for :func:`save_figure`).
+    """
     from tqdm import tqdm
 
     network.to(device).eval()
@@ -99,6 +115,8 @@ def score(
         for method in METHODS:
             row[method] = metrics.all_metrics(reference, _hwc(outputs[method]))
         rows.append(row)
+        if pictures is not None:
+            pictures.append(ScenePictures(name, _hwc(lr), {m: _hwc(outputs[m]) for m in METHODS}, reference))
     return rows
 
 
@@ -148,6 +166,55 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+FIGURE_SCENES = 6
+"""At most this many scenes (rows) in ``--figure``."""
+
+
+def save_figure(pictures: Sequence[ScenePictures], rows: Sequence[dict[str, Any]], scale: int, path: Path,
+                title: str) -> Path:
+    """A PNG grid, a row per scene: the SDR input, the baseline, GPGMNet and the HDR10 master.
+
+    The HDR images are tone-mapped for an SDR screen with BT.2446-1 Method A
+    (:func:`sritm_client.preview.pq_rgb_to_sdr_rgb8`, as ``make demo``'s
+    side-by-side picture does), so they compare as a viewer would see them;
+    each title gives that image's PSNR against the master.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sritm_client.preview import pq_rgb_to_sdr_rgb8
+
+    def sdr_rgb8(codes: np.ndarray) -> np.ndarray:
+        rgb = colour.codes_to_rgb(codes * SDR_CODE_SCALE, colour.BT709, 8)
+        return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    def hdr_rgb8(codes: np.ndarray) -> np.ndarray:
+        return pq_rgb_to_sdr_rgb8(colour.codes_to_rgb(codes * HDR_CODE_SCALE, colour.BT2020, 10))
+
+    shown = list(zip(pictures, rows))[:FIGURE_SCENES]
+    columns = 2 + len(METHODS)
+    figure, axes = plt.subplots(len(shown), columns, figsize=(3.2 * columns, 3.4 * len(shown)), squeeze=False)
+    for (scene, row), axis_row in zip(shown, axes):
+        panels = [(sdr_rgb8(scene.sdr_input), f"SDR input ({scene.sdr_input.shape[1]}×{scene.sdr_input.shape[0]})")]
+        for method in ("bicubic", "gpgmnet"):
+            panels.append((hdr_rgb8(scene.outputs[method]), f"{METHOD_LABELS[method]}: {row[method]['psnr']:.2f} dB"))
+        panels.append((hdr_rgb8(scene.master), f"HDR10 master ({scene.master.shape[1]}×{scene.master.shape[0]})"))
+        for axis, (image, label) in zip(axis_row, panels):
+            axis.imshow(image, interpolation="nearest")
+            axis.set_title(label, fontsize=9)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        axis_row[0].set_ylabel(scene.name, fontsize=9)
+    figure.suptitle(f"{title}\nHDR panels tone-mapped for an SDR screen (BT.2446-1 Method A); ×{scale}", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sritm evaluate", description="Score GPGMNet and the bicubic baseline.")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -157,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, help="GPGMNet checkpoint (default: the shipped weights)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the Markdown table here too")
+    parser.add_argument("--figure", type=Path,
+                        help=f"write a PNG here: input, baseline, GPGMNet and master side by side (first {FIGURE_SCENES} scenes; "
+                             "needs matplotlib)")
     parser.add_argument("--crop", type=int, default=data.DEFAULT_VALIDATION_CROP,
                         help="centre crop, at most CROP x CROP HR pixels (0: whole images; default %(default)s)")
     parser.add_argument("--split", choices=("all", "train", "val"), default="all",
@@ -199,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         network, meta = load_network(args.checkpoint, args.scale)
         started = time.perf_counter()
         items, source = _items(args)
-        rows = score(items, network, args.scale, device, progress=not args.quiet)
+        pictures: list[ScenePictures] | None = [] if args.figure is not None else None
+        rows = score(items, network, args.scale, device, progress=not args.quiet, pictures=pictures)
     except (CheckpointError, data.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -211,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown is not None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(table)
+    if pictures is not None:
+        print(f"figure: {save_figure(pictures, rows, args.scale, args.figure, title)}")
     if args.json is not None:
         document = {
             "scale": args.scale,

@@ -490,6 +490,22 @@ def test_bt2446a_matches_scalar_reference(
     np.testing.assert_allclose(out, ref, atol=1e-4)
 
 
+def test_hdr10_to_sdr_bt709_matches_colour_science_after_bt2446a() -> None:
+    """The SDR grade: our BT.2446-1 A, then colour-science's BT.1886 and BT.2020 -> BT.709 (clipped)."""
+    rng = np.random.default_rng(11)
+    pq = rng.uniform(0.0, float(C.pq_inverse_eotf(1000.0)), (500, 3))
+    pq[:3] = [[0.0, 0.0, 0.0], [C.pq_inverse_eotf(1000.0)] * 3, [C.pq_inverse_eotf(1000.0), 0.0, 0.0]]
+    light = colour.models.eotf_BT1886(C.bt2446a_hdr_to_sdr(pq), L_B=0.0, L_W=100.0)
+    s709, s2020 = colour.RGB_COLOURSPACES["ITU-R BT.709"], colour.RGB_COLOURSPACES["ITU-R BT.2020"]
+    light_709 = np.clip(colour.RGB_to_RGB(light, s2020, s709), 0.0, 100.0)
+    expected = colour.models.eotf_inverse_BT1886(light_709, L_B=0.0, L_W=100.0)
+    graded = C.hdr10_to_sdr_bt709(pq)
+    np.testing.assert_allclose(graded, expected, atol=1e-9)
+    assert graded.min() >= 0.0 and graded.max() <= 1.0 + 1e-12
+    assert graded[0] == pytest.approx([0.0] * 3, abs=1e-9) and graded[1] == pytest.approx([1.0] * 3)
+    assert graded[2, 0] == pytest.approx(1.0) and graded[2, 1:].max() < 0.05  # the master's peak red: SDR red
+
+
 def test_bt2446a_properties() -> None:
     lum = np.linspace(0.0, 1000.0, 2001)
     grey = np.repeat(C.pq_inverse_eotf(lum)[:, None], 3, axis=1)

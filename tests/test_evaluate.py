@@ -179,12 +179,18 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 def test_evaluate_two_scenes(
     two_scenes: Path, checkpoints: dict[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out_json, out_md = tmp_path / "eval.json", tmp_path / "eval.md"
+    out_json, out_md, out_png = tmp_path / "eval.json", tmp_path / "eval.md", tmp_path / "eval.png"
     argv = ["--scenes", str(two_scenes), "--scale", "4", "--checkpoint", str(checkpoints[4]), "--crop", "0",
-            "--json", str(out_json), "--markdown", str(out_md), "--quiet"]  # fmt: skip
+            "--json", str(out_json), "--markdown", str(out_md), "--figure", str(out_png), "--quiet"]  # fmt: skip
     assert evaluate.main(argv) == 0
-    table = capsys.readouterr().out
-    assert table == out_md.read_text() + "\n"
+    printed = capsys.readouterr().out
+    table, _, figure_line = printed.rstrip("\n").rpartition("\n")
+    assert figure_line == f"figure: {out_png}"
+    assert table == out_md.read_text()
+    picture = cv2.imread(str(out_png))
+    # A row per scene, a column per image (input, baseline, GPGMNet, master), at the figure's 80 dpi.
+    assert picture.shape == (round(3.4 * 2 * 80), round(3.2 * 4 * 80), 3)
+    assert picture.std() > 20.0, "the figure is blank"
     assert "| alpha | GPGMNet |" in table and "| beta | bicubic + BT.2408 |" in table
     assert "**mean (2)**" in table and "mPSNR (dB)" in table and "L*a*b* L2" in table
     document = json.loads(out_json.read_text())

@@ -31,9 +31,12 @@ def hdr_i420_to_pq_rgb(i420: NDArray[np.uint16]) -> NDArray[np.float64]:
 
 def hdr_i420_to_sdr_rgb8(i420: NDArray[np.uint16], hdr_peak: float = 1000.0) -> NDArray[np.uint8]:
     """Tone-maps an HDR10 frame for an SDR (BT.709, BT.1886, 100 cd/m²) screen."""
-    sdr_bt2020 = colour.bt2446a_hdr_to_sdr(hdr_i420_to_pq_rgb(i420), hdr_peak=hdr_peak)
-    linear_709 = colour.bt2020_to_bt709(colour.bt1886_eotf(sdr_bt2020) / 100.0, clip=True, peak=1.0)
-    display = colour.bt1886_inverse_eotf(linear_709 * 100.0)
+    return pq_rgb_to_sdr_rgb8(hdr_i420_to_pq_rgb(i420), hdr_peak)
+
+
+def pq_rgb_to_sdr_rgb8(pq_rgb: NDArray[np.floating], hdr_peak: float = 1000.0) -> NDArray[np.uint8]:
+    """Tone-maps BT.2020 PQ R'G'B' in [0, 1] for an SDR (BT.709, BT.1886, 100 cd/m²) screen."""
+    display = colour.hdr10_to_sdr_bt709(np.clip(pq_rgb, 0.0, 1.0), hdr_peak=hdr_peak)
     rgb8: NDArray[np.uint8] = np.rint(np.clip(display, 0.0, 1.0) * 255.0).astype(np.uint8)
     return rgb8
 
