@@ -172,7 +172,7 @@ FIGURE_SCENES = 6
 
 def save_figure(pictures: Sequence[ScenePictures], rows: Sequence[dict[str, Any]], scale: int, path: Path,
                 title: str) -> Path:
-    """A PNG grid, a row per scene: the SDR input, the baseline, GPGMNet and the HDR10 master.
+    """A picture, a row per scene: the SDR input, the baseline, GPGMNet and the HDR10 master.
 
     The HDR images are tone-mapped for an SDR screen with BT.2446-1 Method A
     (:func:`sritm_client.preview.pq_rgb_to_sdr_rgb8`, as ``make demo``'s
@@ -210,7 +210,9 @@ def save_figure(pictures: Sequence[ScenePictures], rows: Sequence[dict[str, Any]
     figure.suptitle(f"{title}\nHDR panels tone-mapped for an SDR screen (BT.2446-1 Method A); ×{scale}", fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
+    # The format follows the suffix; a JPEG of the six validation scenes is a fifth of the PNG's size.
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    figure.savefig(path, dpi=80, pil_kwargs={"quality": 90} if jpeg else None)
     plt.close(figure)
     return path
 
@@ -225,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the Markdown table here too")
     parser.add_argument("--figure", type=Path,
-                        help=f"write a PNG here: input, baseline, GPGMNet and master side by side (first {FIGURE_SCENES} scenes; "
-                             "needs matplotlib)")
+                        help=f"write a picture here (PNG, or JPEG by the suffix): input, baseline, GPGMNet and master "
+                             f"side by side, first {FIGURE_SCENES} scenes (needs matplotlib)")
     parser.add_argument("--crop", type=int, default=data.DEFAULT_VALIDATION_CROP,
                         help="centre crop, at most CROP x CROP HR pixels (0: whole images; default %(default)s)")
     parser.add_argument("--split", choices=("all", "train", "val"), default="all",
