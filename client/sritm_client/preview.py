@@ -10,6 +10,7 @@ Needs matplotlib (``pip install 'sritm[preview]'``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,7 +35,7 @@ def hdr_i420_to_sdr_rgb8(i420: NDArray[np.uint16], hdr_peak: float = 1000.0) -> 
     return pq_rgb_to_sdr_rgb8(hdr_i420_to_pq_rgb(i420), hdr_peak)
 
 
-def pq_rgb_to_sdr_rgb8(pq_rgb: NDArray[np.floating], hdr_peak: float = 1000.0) -> NDArray[np.uint8]:
+def pq_rgb_to_sdr_rgb8(pq_rgb: NDArray[np.floating[Any]], hdr_peak: float = 1000.0) -> NDArray[np.uint8]:
     """Tone-maps BT.2020 PQ R'G'B' in [0, 1] for an SDR (BT.709, BT.1886, 100 cd/m²) screen."""
     display = colour.hdr10_to_sdr_bt709(np.clip(pq_rgb, 0.0, 1.0), hdr_peak=hdr_peak)
     rgb8: NDArray[np.uint8] = np.rint(np.clip(display, 0.0, 1.0) * 255.0).astype(np.uint8)
