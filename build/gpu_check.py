@@ -310,12 +310,7 @@ def _rgb_to_i420(rgb: Any) -> Any:
     from gpgmnet import colour
 
     codes = colour.rgb_to_codes(np.clip(rgb, 0.0, 1.0), colour.BT709, 8)
-    y, u, v = colour.unpack_i420(colour.yuv444_to_i420(codes))
-    return colour.pack_i420(
-        colour.quantize_plane(y, 8, is_luma=True),
-        colour.quantize_plane(u, 8, is_luma=False),
-        colour.quantize_plane(v, 8, is_luma=False),
-    ).astype(np.uint8)
+    return colour.quantize_i420(codes, 8).astype(np.uint8)
 
 
 def _fit(image: Any, size: tuple[int, int]) -> Any:
@@ -393,12 +388,7 @@ def scene_frames(scenes_dir: Path, scale: int, size: tuple[int, int], count: int
     for path in chosen:
         pair = data.form_pair(data.read_scene(path), scale)
         yuv = _fit(colour.i420_to_yuv444(pair.lr_i420), size)
-        y, u, v = colour.unpack_i420(colour.yuv444_to_i420(yuv))
-        frames.append(colour.pack_i420(
-            colour.quantize_plane(y, 8, is_luma=True),
-            colour.quantize_plane(u, 8, is_luma=False),
-            colour.quantize_plane(v, 8, is_luma=False),
-        ).astype("uint8"))
+        frames.append(colour.quantize_i420(yuv, 8).astype("uint8"))
         used.append(f"{path.stem} (LR {pair.lr_size[0]}×{pair.lr_size[1]})")
     return frames, f"{len(frames)} scenes of {scenes_dir}: {', '.join(used)}; centre-cropped / mirror-padded"
 

@@ -38,12 +38,9 @@ from gpgmnet.colour import (
     bt709_to_bt2020,
     bt2390_eetf,
     hdr10_to_sdr_bt709,
-    pack_i420,
     pq_inverse_eotf,
-    quantize_plane,
+    quantize_i420,
     rgb_to_codes,
-    unpack_i420,
-    yuv444_to_i420,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,12 +105,7 @@ def sdr_i420(scene_cd_m2: FloatArray) -> npt.NDArray[np.uint8]:
     hdr_pq = pq_inverse_eotf(bt709_to_bt2020(scene_cd_m2))
     master_pq = bt2390_eetf(hdr_pq, source_peak=10000.0, target_peak=HDR_MASTER_PEAK)
     rgb_709 = np.clip(hdr10_to_sdr_bt709(master_pq, hdr_peak=HDR_MASTER_PEAK, sdr_peak=SDR_PEAK), 0.0, 1.0)
-    y, u, v = unpack_i420(yuv444_to_i420(rgb_to_codes(rgb_709, BT709, 8)))
-    packed: npt.NDArray[np.uint8] = pack_i420(
-        quantize_plane(y, 8, is_luma=True),
-        quantize_plane(u, 8, is_luma=False),
-        quantize_plane(v, 8, is_luma=False),
-    )
+    packed: npt.NDArray[np.uint8] = quantize_i420(rgb_to_codes(rgb_709, BT709, 8), 8).astype(np.uint8, copy=False)
     return packed
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "pack_i420",
     "unpack_i420",
     "yuv444_to_i420",
+    "quantize_i420",
     "i420_to_yuv444",
     "PQ_M1",
     "PQ_M2",
@@ -541,6 +542,25 @@ def yuv444_to_i420(yuv444: npt.ArrayLike) -> FloatArray:
     u = chroma_downsample_420(a[..., 1])
     v = chroma_downsample_420(a[..., 2])
     return pack_i420(a[..., 0], u, v)
+
+
+def quantize_i420(yuv444_codes: npt.ArrayLike, bits: int) -> npt.NDArray[np.unsignedinteger[Any]]:
+    """``(H, W, 3)`` unrounded narrow-range Y'CbCr codes -> integer ``(3H/2, W)`` I420 frame.
+
+    :func:`yuv444_to_i420` (chroma averaged to 4:2:0 before rounding, so each
+    stored code is rounded once), then :func:`quantize_plane` per plane
+    (rounded and clamped to the legal range) and :func:`pack_i420`.
+
+    Returns:
+        ``uint8`` (8 bits) or ``uint16`` (10 bits) I420 buffer.
+    """
+    y, u, v = unpack_i420(yuv444_to_i420(yuv444_codes))
+    packed: npt.NDArray[np.unsignedinteger[Any]] = pack_i420(
+        quantize_plane(y, bits, is_luma=True),
+        quantize_plane(u, bits, is_luma=False),
+        quantize_plane(v, bits, is_luma=False),
+    )
+    return packed
 
 
 def i420_to_yuv444(buf: npt.ArrayLike) -> FloatArray:

@@ -441,12 +441,7 @@ def imresize_down(image: NDArray[Any], scale: int) -> NDArray[Any]:
 def lr_frame(sdr_codes: NDArray[np.uint8], scale: int) -> NDArray[np.uint8]:
     """HR SDR 4:4:4 codes -> the LR 8-bit I420 frame (down-scale on codes, 4:2:0, rounding to legal)."""
     small = imresize_down(sdr_codes.astype(np.float32), scale)
-    y, u, v = colour.unpack_i420(colour.yuv444_to_i420(small))
-    return colour.pack_i420(
-        colour.quantize_plane(y, 8, is_luma=True),
-        colour.quantize_plane(u, 8, is_luma=False),
-        colour.quantize_plane(v, 8, is_luma=False),
-    ).astype(np.uint8)
+    return colour.quantize_i420(small, 8).astype(np.uint8, copy=False)
 
 
 def network_input(i420: NDArray[np.uint8]) -> NDArray[np.float32]:

@@ -57,12 +57,7 @@ def i420_from_network_output(network_output: NDArray[np.floating[Any]]) -> NDArr
     keeps the PQ signal inside what HDR10 displays accept.
     """
     codes = network_output[0].transpose(1, 2, 0).astype(np.float64) * HDR_CODE_SCALE
-    y, u, v = colour.unpack_i420(colour.yuv444_to_i420(codes))
-    return colour.pack_i420(
-        colour.quantize_plane(y, 10, is_luma=True),
-        colour.quantize_plane(u, 10, is_luma=False),
-        colour.quantize_plane(v, 10, is_luma=False),
-    )
+    return colour.quantize_i420(codes, 10).astype(np.uint16, copy=False)
 
 
 NETWORK_RUNTIMES = ("openvino", "onnxruntime")

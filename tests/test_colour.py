@@ -305,6 +305,9 @@ def test_yuv444_i420_round_trip_on_flat_chroma(bits: int, rng: np.random.Generat
         C.quantize_plane(fu, bits, is_luma=False),
         C.quantize_plane(fv, bits, is_luma=False),
     )
+    quantized = C.quantize_i420(yuv, bits)
+    assert quantized.dtype == (np.uint8 if bits == 8 else np.uint16)
+    np.testing.assert_array_equal(quantized, ints)
     back = C.i420_to_yuv444(ints)
     assert back.shape == (h, w, 3) and back.dtype == np.float64
     assert np.abs(back - yuv).max() <= 0.5 + 1e-9

@@ -22,13 +22,7 @@ def structured_i420(height: int, width: int, seed: int) -> np.ndarray:
     rgb = np.stack([0.5 + 0.5 * np.sin(7 * xx + seed), yy, (xx + yy) % 0.5 * 2], axis=-1)
     rgb[height // 3 : height // 2, width // 4 : width // 2] = [0.95, 0.9, 0.1]
     rgb = np.clip(rgb + rng.normal(0, 0.03, rgb.shape), 0, 1)
-    codes = colour.rgb_to_codes(rgb, colour.BT709, 8)
-    y, u, v = colour.unpack_i420(colour.yuv444_to_i420(codes))
-    return colour.pack_i420(
-        colour.quantize_plane(y, 8, is_luma=True),
-        colour.quantize_plane(u, 8, is_luma=False),
-        colour.quantize_plane(v, 8, is_luma=False),
-    )
+    return colour.quantize_i420(colour.rgb_to_codes(rgb, colour.BT709, 8), 8)
 
 
 def reference_hdr(network: torch.nn.Module, i420: np.ndarray) -> np.ndarray:

@@ -117,15 +117,7 @@ class SdrFrame(_I420Frame[np.uint8]):
         if height == 0 or width == 0 or height % 2 or width % 2:
             raise InvalidFrameError(f"SdrFrame.from_rgb8: I420 needs a non-empty even height and width, got {height}×{width}")
         codes = colour.rgb_to_codes(rgb.astype(np.float64) / 255.0, colour.BT709, 8)
-        y, u, v = _planes(colour.yuv444_to_i420(codes))
-        return cls(
-            colour.pack_i420(
-                colour.quantize_plane(y, 8, is_luma=True),
-                colour.quantize_plane(u, 8, is_luma=False),
-                colour.quantize_plane(v, 8, is_luma=False),
-            ),
-            pts,
-        )
+        return cls(colour.quantize_i420(codes, 8).astype(np.uint8, copy=False), pts)
 
 
 @dataclass(frozen=True, eq=False)
