@@ -16,8 +16,8 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME
-from gpgmnet.serving import deployed_frame_limits, make_network_runner, rejected_network_input
+from gpgmnet.contract import NETWORK_OUTPUT_NAME
+from gpgmnet.serving import deployed_frame_limits, make_network_runner, network_responses
 
 
 class TritonPythonModel:
@@ -35,21 +35,11 @@ class TritonPythonModel:
         self.output_dtype = pb_utils.triton_string_to_numpy(output_config["data_type"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME)
-            rejection = rejected_network_input(pb_utils, tensor, self.limits)
-            if rejection is not None:
-                responses.append(rejection)
-                continue
-            network_input = tensor.as_numpy()
-            residual = self.run_network(network_input)
-            responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(NETWORK_OUTPUT_NAME, residual.astype(self.output_dtype, copy=False))]
-                )
-            )
-        return responses
+        return network_responses(pb_utils, requests, self.limits, self._residual)
+
+    def _residual(self, tensor: Any) -> Any:
+        residual = self.run_network(tensor.as_numpy())
+        return pb_utils.Tensor(NETWORK_OUTPUT_NAME, residual.astype(self.output_dtype, copy=False))
 
     def finalize(self) -> None:
         self.run_network = None

@@ -166,3 +166,19 @@ def rejected_network_input(pb_utils: Any, tensor: Any, limits: FrameLimits) -> A
             error=pb_utils.TritonError(f"{NETWORK_INPUT_NAME}: {error}", pb_utils.TritonError.INVALID_ARG)
         )
     return None
+
+
+def network_responses(pb_utils: Any, requests: list[Any], limits: FrameLimits, residual_tensor: Any) -> list[Any]:
+    """The network models' ``execute``: per request, the frame-limit rejection, else the residual.
+
+    ``residual_tensor`` maps the request's input tensor to the output ``pb_utils.Tensor``
+    (how differs between the ONNX/OpenVINO and PyTorch models).
+    """
+    responses = []
+    for request in requests:
+        tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME)
+        rejection = rejected_network_input(pb_utils, tensor, limits)
+        responses.append(
+            rejection if rejection is not None else pb_utils.InferenceResponse(output_tensors=[residual_tensor(tensor)])
+        )
+    return responses

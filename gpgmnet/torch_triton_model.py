@@ -45,11 +45,10 @@ import triton_python_backend_utils as pb_utils
 from gpgmnet import serving_torch
 from gpgmnet.checkpoint import load_network
 from gpgmnet.contract import (
-    NETWORK_INPUT_NAME,
     NETWORK_OUTPUT_NAME,
     check_scale,
 )
-from gpgmnet.serving import deployed_frame_limits, rejected_network_input
+from gpgmnet.serving import deployed_frame_limits, network_responses
 
 PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -108,23 +107,14 @@ class TritonPythonModel:
         self.scale = scale
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_INPUT_NAME)
-            rejection = rejected_network_input(pb_utils, tensor, self.limits)
-            if rejection is not None:
-                responses.append(rejection)
-                continue
-            network_input = serving_torch.from_triton(tensor)
-            x = network_input.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
-            with torch.inference_mode():
-                residual = self.network(x).to(torch.float32)
-            responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[serving_torch.to_triton(pb_utils, NETWORK_OUTPUT_NAME, residual)]
-                )
-            )
-        return responses
+        return network_responses(pb_utils, requests, self.limits, self._residual)
+
+    def _residual(self, tensor: Any) -> Any:
+        network_input = serving_torch.from_triton(tensor)
+        x = network_input.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+        with torch.inference_mode():
+            residual = self.network(x).to(torch.float32)
+        return serving_torch.to_triton(pb_utils, NETWORK_OUTPUT_NAME, residual)
 
     def finalize(self) -> None:
         self.network = None
