@@ -651,6 +651,13 @@ class GPGMNet(nn.Module):
             (Table V); single-branch V_g has 6 entries instead of 12.
         num_features: trunk width C (paper: 64).
         num_modules: N_j (paper: 5).
+        conventions: K, the number of SDR conventions the network can be
+            told about (``gpgmnet.gradings``). 0 (default) is the paper's
+            model. With K > 0 the forward takes a one-hot ``convention``
+            (N x K) appended to V_g, so every GSMB/GFM maps the
+            (12 + K)-vector V_g' = [V_g, c] with the same Linear form
+            (Eq. 9 with D = 12 + K); K x C x 2 x N_j more weights (x4, K = 7:
+            +4,480). Not with SFT, whose condition is a map.
 
     A switch set to a non-default value where it has no effect (``spatial``
     without GSMB; ``guided_filter`` without a CCP branch or with SFT;
@@ -669,9 +676,14 @@ class GPGMNet(nn.Module):
         priors: Priors = "both",
         num_features: int = 64,
         num_modules: int = 5,
+        conventions: int = 0,
     ) -> None:
         super().__init__()
         _check_choice("modulation", modulation, Modulation)
+        if conventions < 0:
+            raise ValueError(f"conventions must be >= 0, got {conventions}")
+        if conventions and modulation == "sft":
+            raise ValueError("conventions need a prior vector (modulation='gsmb' or 'gfm'), not 'sft'")
         _check_choice("spatial", spatial, SpatialMap)
         _check_choice("priors", priors, Priors)
         if scale not in (2, 4):
@@ -693,7 +705,8 @@ class GPGMNet(nn.Module):
         else:
             gpem = GlobalPriorsExtractionModule(3, priors=priors, guided_filter=guided_filter)
             self.condition_net = gpem
-            condition_dim = gpem.out_dim
+            condition_dim = gpem.out_dim + conventions
+        self.conventions = conventions
         self.conv_first = nn.Conv2d(3, num_features, kernel_size=3, padding=1)
         self.body = nn.ModuleList(
             JointModulatedResidualModule(num_features, condition_dim, modulation, spatial)
@@ -703,9 +716,21 @@ class GPGMNet(nn.Module):
         self.upsample = Upsampler(scale, num_features)
         self.conv_last = nn.Conv2d(num_features, 3, kernel_size=3, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """I_L N x 3 x h x w -> I_H (or the residual alone) N x 3 x (s*h) x (s*w)."""
+    def forward(self, x: Tensor, convention: Tensor | None = None) -> Tensor:
+        """I_L N x 3 x h x w -> I_H (or the residual alone) N x 3 x (s*h) x (s*w).
+
+        Args:
+            x: the LR input.
+            convention: N x K one-hot (float) when the network has K > 0
+                conventions; None means convention 0 (``bt2446a``) for all.
+        """
         condition = self.condition_net(x)  # V_g: N x D, or SFT map: N x 32 x h x w
+        if self.conventions:
+            if convention is None:
+                convention = F.one_hot(torch.zeros(x.shape[0], dtype=torch.long, device=x.device), self.conventions)
+            if convention.shape != (x.shape[0], self.conventions):
+                raise ValueError(f"convention must be N x {self.conventions}, got {tuple(convention.shape)}")
+            condition = torch.cat([condition, convention.to(condition.dtype)], dim=1)
         features = self.conv_first(x)
         for module in self.body:
             features = module(features, condition)

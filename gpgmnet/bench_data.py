@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     iterator = iter(loader)
     for index in range(args.steps + 1):
         t = time.perf_counter()
-        lr, hr = next(iterator)
+        lr, hr, _ = next(iterator)
         waited = time.perf_counter() - t
         t = time.perf_counter()
         train_step(lr, hr)

@@ -73,6 +73,7 @@ key ``HDR_data``; the last 500 patches are the validation set. Test:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -94,7 +95,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 
-from gpgmnet import colour, serving  # noqa: E402
+from gpgmnet import colour, degrade, gradings, serving  # noqa: E402
 from gpgmnet.contract import check_scale  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -391,12 +392,13 @@ def hdr10_master(rgb_cd_m2: NDArray[Any], primaries: str = "bt709") -> NDArray[n
     return colour.quantize_narrow_range(codes, 10).astype(np.uint16)
 
 
-def sdr_grade(hdr_codes: NDArray[np.integer[Any]]) -> NDArray[np.uint8]:
-    """HDR10 master codes -> the SDR grade: 8-bit narrow-range BT.709 (BT.1886) Y'CbCr 4:4:4 codes."""
-    rgb_pq = np.clip(colour.codes_to_rgb(hdr_codes.astype(np.float32), colour.BT2020, 10), 0.0, 1.0)
-    signal = colour.hdr10_to_sdr_bt709(rgb_pq, hdr_peak=HDR_PEAK_CD_M2, sdr_peak=SDR_PEAK_CD_M2)
-    codes = colour.rgb_to_codes(signal, colour.BT709, 8)
-    return colour.quantize_narrow_range(codes, 8).astype(np.uint8)
+def sdr_grade(hdr_codes: NDArray[np.integer[Any]], grading: str = gradings.DEFAULT,
+              variation: gradings.GradingVariation = gradings.NO_VARIATION) -> NDArray[np.uint8]:
+    """HDR10 master codes -> the SDR grade: 8-bit narrow-range BT.709 (BT.1886) Y'CbCr 4:4:4 codes.
+
+    ``grading`` names one of :data:`gpgmnet.gradings.GRADINGS` (default: BT.2446-1 Method A).
+    """
+    return gradings.grade(hdr_codes, grading, variation)
 
 
 def imresize_down(image: NDArray[Any], scale: int) -> NDArray[Any]:
@@ -464,6 +466,8 @@ class FormedPair:
     hdr_codes: NDArray[np.uint16]  # H x W x 3, 10-bit narrow BT.2020 PQ Y'CbCr 4:4:4: the ground truth
     sdr_codes: NDArray[np.uint8] | None  # H x W x 3, 8-bit narrow BT.709 Y'CbCr 4:4:4 (None when loaded from a cache)
     lr_i420: NDArray[np.uint8]  # (3h/2) x w, h = H/s, w = W/s
+    grading: str = gradings.DEFAULT  # how the SDR was graded (gpgmnet.gradings)
+    degradation: str = ""  # the codec round trip the LR frame went through ("" for none)
 
     @property
     def lr_size(self) -> tuple[int, int]:
@@ -500,6 +504,8 @@ class FormedPair:
             hdr_codes=np.ascontiguousarray(self.hdr_codes[window]),
             sdr_codes=None if self.sdr_codes is None else np.ascontiguousarray(self.sdr_codes[window]),
             lr_i420=lr,
+            grading=self.grading,
+            degradation=self.degradation,
         )
 
     def center_crop(self, size: int) -> FormedPair:
@@ -513,7 +519,7 @@ class FormedPair:
         return self.crop(top, left, ch, cw)
 
 
-def form_pair(scene: Scene, scale: int, jitter: float = 1.0) -> FormedPair:
+def form_pair(scene: Scene, scale: int, jitter: float = 1.0, grading: str = gradings.DEFAULT) -> FormedPair:
     """Form the (HDR10 master, SDR grade, LR I420) pair of a scene (the module notes, steps 2-5)."""
     check_scale(scale)
     rgb = crop_to_multiple(scene.rgb, 2 * scale)
@@ -521,8 +527,9 @@ def form_pair(scene: Scene, scale: int, jitter: float = 1.0) -> FormedPair:
         raise DataError(f"{scene.path}: {scene.rgb.shape[0]}x{scene.rgb.shape[1]} is too small for x{scale}")
     gain = exposure_gain(scene.rgb, scene.primaries) * jitter
     hdr = hdr10_master(rgb * np.float32(gain), scene.primaries)
-    sdr = sdr_grade(hdr)
-    return FormedPair(name=scene.name, scale=scale, gain=gain, hdr_codes=hdr, sdr_codes=sdr, lr_i420=lr_frame(sdr, scale))
+    sdr = sdr_grade(hdr, grading)
+    return FormedPair(name=scene.name, scale=scale, gain=gain, hdr_codes=hdr, sdr_codes=sdr,
+                      lr_i420=lr_frame(sdr, scale), grading=grading)
 
 
 # --------------------------------------------------------------------------
@@ -536,7 +543,7 @@ def cache_root(cache_dir: Path | str | None) -> Path:
 def _code_fingerprint() -> str:
     """A hash of the modules that form pairs: any edit to them invalidates every cached pair."""
     digest = hashlib.sha1()
-    for module in (colour, serving):
+    for module in (colour, serving, gradings, degrade):
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:16]
@@ -566,6 +573,8 @@ def _cache_load(file: Path, key: str) -> FormedPair | None:
                 hdr_codes=archive["hdr_codes"],
                 sdr_codes=None,
                 lr_i420=archive["lr_i420"],
+                grading=str(archive["grading"]),
+                degradation=str(archive["degradation"]),
             )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
@@ -576,7 +585,8 @@ def _cache_save(file: Path, key: str, pair: FormedPair) -> None:
     temporary = file.with_name(f".{file.name}.{os.getpid()}.tmp")
     with temporary.open("wb") as f:
         np.savez(f, key=np.array(key), name=np.array(pair.name), scale=np.array(pair.scale),
-                 gain=np.array(pair.gain), hdr_codes=pair.hdr_codes, lr_i420=pair.lr_i420)
+                 gain=np.array(pair.gain), hdr_codes=pair.hdr_codes, lr_i420=pair.lr_i420,
+                 grading=np.array(pair.grading), degradation=np.array(pair.degradation))
     temporary.replace(file)  # atomic: a reader never sees half a file
 
 
@@ -588,6 +598,8 @@ def formed_pairs(
     cache_dir: Path | None = None,
     seed: int = 0,
     progress: bool = False,
+    grading: str = gradings.DEFAULT,
+    compressed: bool = False,
 ) -> list[list[FormedPair]]:
     """Formed pairs for each readable image: ``variants`` jittered ones (training) or one unjittered.
 
@@ -601,6 +613,8 @@ def formed_pairs(
         cache_dir: a folder for the ``.npz`` cache, or None for none.
         seed: jitter seed.
         progress: show a tqdm bar.
+        grading: the SDR grading (:data:`gpgmnet.gradings.NAMES`), without variation.
+        compressed: put each (cropped) LR frame through :func:`gpgmnet.degrade.h264` at CRF 28.
 
     Returns:
         One list of pairs per readable image, in the order of ``paths``
@@ -616,18 +630,23 @@ def formed_pairs(
     for path in tqdm(paths, desc=f"forming x{scale} pairs", disable=not progress, leave=False):
         factors = [1.0] if variants == 0 else [float(f) for f in exposure_jitters(path.stem, seed, variants)]
         try:
-            keys = [_cache_key(path, scale=scale, jitter=repr(f), crop=crop) for f in factors]
+            keys = [_cache_key(path, scale=scale, jitter=repr(f), crop=crop, grading=grading, compressed=compressed)
+                    for f in factors]
         except OSError:
             log.warning("skipping %s: no such image file", path)
             continue
-        files = [None if cache_dir is None else cache_dir / f"{path.name}.{i}.npz" for i in range(len(factors))]
+        tag = f"{grading}{'.h264' if compressed else ''}"
+        files = [None if cache_dir is None else cache_dir / f"{path.name}.{tag}.{i}.npz" for i in range(len(factors))]
         pairs = [None if file is None else _cache_load(file, key) for file, key in zip(files, keys)]
         if any(pair is None for pair in pairs):
             try:
                 scene = read_scene(path)
                 for index, factor in enumerate(factors):
                     if pairs[index] is None:
-                        pair = form_pair(scene, scale, factor).center_crop(crop)
+                        pair = form_pair(scene, scale, factor, grading).center_crop(crop)
+                        if compressed:
+                            pair = dataclasses.replace(pair, lr_i420=degrade.h264(pair.lr_i420),
+                                                       degradation=f"libx264 crf {degrade.VALIDATION_CRF}")
                         file = files[index]
                         if file is not None:
                             _cache_save(file, keys[index], pair)
@@ -643,6 +662,101 @@ def formed_pairs(
 
 
 # --------------------------------------------------------------------------
+# graded, codec-degraded training renditions
+
+GRADING_DRAWS = 2
+"""LR renditions per (exposure variant, grading): the first clean, the second through a real codec."""
+DEGRADED_FRACTION = 0.5
+"""Of the training LR renditions, the fraction that went through a codec round trip (``gpgmnet.degrade``)."""
+
+
+def graded_renditions(master: FormedPair, rng: np.random.Generator,
+                      names: Sequence[str] = gradings.NAMES) -> list[FormedPair]:
+    """Every grading of a formed master, ``GRADING_DRAWS`` times each with its own variation; half codec-degraded.
+
+    All renditions share the master's HDR codes (the ground truth); each has
+    its own randomised grading (:func:`gpgmnet.gradings.random_variation`)
+    and the odd draws a random codec round trip (:func:`gpgmnet.degrade.random_degradation`).
+    """
+    out = []
+    for name in names:
+        for draw in range(GRADING_DRAWS):
+            sdr = sdr_grade(master.hdr_codes, name, gradings.random_variation(rng))
+            lr = lr_frame(sdr, master.scale)
+            degradation = ""
+            if draw % 2 == 1:
+                chosen = degrade.random_degradation(rng)
+                lr, degradation = chosen.apply(lr), str(chosen)
+            out.append(FormedPair(master.name, master.scale, master.gain, master.hdr_codes, None, lr, name, degradation))
+    return out
+
+
+def _renditions_load(file: Path, key: str) -> list[FormedPair] | None:
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            if str(archive["key"]) != key:
+                return None
+            masters, lrs = archive["masters"], archive["lr"]
+            name, scale, gains = str(archive["name"]), int(archive["scale"]), archive["gains"]
+            return [
+                FormedPair(name, scale, float(gains[m]), masters[m], None, lrs[i], str(g), str(d))
+                for i, (m, g, d) in enumerate(zip(archive["master_index"], archive["grading"], archive["degradation"]))
+            ]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _renditions_save(file: Path, key: str, masters: Sequence[FormedPair], renditions: Sequence[FormedPair]) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    index = {id(m.hdr_codes): i for i, m in enumerate(masters)}
+    temporary = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    with temporary.open("wb") as f:
+        np.savez(f, key=np.array(key), name=np.array(masters[0].name), scale=np.array(masters[0].scale),
+                 gains=np.array([m.gain for m in masters]), masters=np.stack([m.hdr_codes for m in masters]),
+                 lr=np.stack([r.lr_i420 for r in renditions]),
+                 master_index=np.array([index[id(r.hdr_codes)] for r in renditions]),
+                 grading=np.array([r.grading for r in renditions]),
+                 degradation=np.array([r.degradation for r in renditions]))
+    temporary.replace(file)
+
+
+def graded_training_pairs(paths: Sequence[Path], scale: int, variants: int, cache_dir: Path | None = None,
+                          seed: int = 0, progress: bool = False) -> list[list[FormedPair]]:
+    """Per readable image: its ``variants`` exposure-jittered masters, each in every grading (:func:`graded_renditions`).
+
+    Cached per image in ``cache_dir`` (keyed like :func:`formed_pairs`, plus
+    the grading names and draws), so the codecs run once per formation.
+    """
+    from tqdm import tqdm
+
+    out: list[list[FormedPair]] = []
+    for path in tqdm([Path(p) for p in paths], desc=f"grading x{scale} renditions", disable=not progress, leave=False):
+        try:
+            key = _cache_key(path, scale=scale, seed=seed, variants=variants, gradings=list(gradings.NAMES),
+                             draws=GRADING_DRAWS)
+        except OSError:
+            log.warning("skipping %s: no such image file", path)
+            continue
+        file = None if cache_dir is None else cache_dir / f"{path.name}.graded.npz"
+        renditions = None if file is None else _renditions_load(file, key)
+        if renditions is None:
+            try:
+                scene = read_scene(path)
+                masters = [form_pair(scene, scale, float(f)) for f in exposure_jitters(path.stem, seed, variants)]
+            except DataError as error:
+                log.warning("skipping %s", error)
+                continue
+            rng = np.random.default_rng([seed, zlib.crc32(path.stem.encode()), scale])
+            renditions = [r for m in masters for r in graded_renditions(m, rng)]
+            if file is not None:
+                _renditions_save(file, key, masters, renditions)
+        out.append(renditions)
+    if not out:
+        raise DataError(f"no readable HDR images among {len(paths)} file(s)")
+    return out
+
+
+# --------------------------------------------------------------------------
 # validation set
 
 
@@ -654,6 +768,8 @@ class ValidationSample:
     gain: float
     lr: NDArray[np.float32]  # 1 x 3 x h x w, codes / 255
     hr: NDArray[np.float32]  # 1 x 3 x H x W, codes / 1023
+    grading: str = gradings.DEFAULT
+    compressed: bool = False
 
 
 def render_validation_set(
@@ -662,16 +778,21 @@ def render_validation_set(
     crop: int = DEFAULT_VALIDATION_CROP,
     cache_dir: Path | str | None = None,
     use_cache: bool = True,
+    grading: str = gradings.DEFAULT,
+    compressed: bool = False,
 ) -> list[ValidationSample]:
     """The fixed (unjittered, centre-cropped) validation pairs, rendered to ``<cache>/val_x{s}`` once.
+
+    ``grading`` picks the SDR grading; ``compressed`` gives the H.264 CRF 28 twin.
 
     Raises:
         DataError: no image could be read.
     """
     folder = cache_root(cache_dir) / f"val_x{scale}" if use_cache else None
     samples = []
-    for (pair,) in formed_pairs(paths, scale, 0, crop=crop, cache_dir=folder):
-        samples.append(ValidationSample(pair.name, pair.gain, pair.network_input()[None], pair.target()[None]))
+    for (pair,) in formed_pairs(paths, scale, 0, crop=crop, cache_dir=folder, grading=grading, compressed=compressed):
+        samples.append(ValidationSample(pair.name, pair.gain, pair.network_input()[None], pair.target()[None],
+                                        grading, compressed))
     return samples
 
 
@@ -691,18 +812,29 @@ class PatchRef:
     flip_h: bool
 
 
-class ScenePatchBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+GRADING_WEIGHTS: dict[str, float] = {"bt2446a": 0.35, "bt2408": 0.2, "bt2446c": 0.09, "reinhard": 0.09,
+                                     "drago": 0.09, "mantiuk": 0.09, "hable": 0.09}
+"""How often training patches come from each grading: the default convention most, BT.2408 next."""
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""(LR inputs N x 3 x h x w, HR targets N x 3 x H x W, grading indices N)."""
+
+
+class ScenePatchBatches(torch.utils.data.Dataset[Batch]):
     """Training batches of random aligned crops of formed pairs; item ``step`` is the batch of that step.
 
     A batch depends only on (seed, step), never on the order of requests or
     on which DataLoader worker makes it, so training is reproducible and
     resumable at any step. Each patch: a scene chosen uniformly (every scene
-    weighs the same, whatever its size), one of its exposure variants
-    uniformly, an LR offset uniformly among even offsets, then a horizontal
-    and a vertical flip each with probability 1/2, applied to LR and HR alike.
+    weighs the same, whatever its size), a grading among the scene's by
+    ``GRADING_WEIGHTS``, one of that grading's renditions uniformly, an LR
+    offset uniformly among even offsets, then a horizontal and a vertical
+    flip each with probability 1/2, applied to LR and HR alike. The third
+    tensor is each patch's grading index (:data:`gpgmnet.gradings.NAMES`).
 
     Args:
-        pairs: per scene, its exposure variants (:func:`formed_pairs`).
+        pairs: per scene, its renditions (:func:`formed_pairs`,
+            :func:`graded_training_pairs`).
         batch_size: patches per batch.
         hr_patch: HR patch side (paper: 160); a multiple of the scale whose
             LR side ``hr_patch / scale`` is even.
@@ -723,6 +855,7 @@ class ScenePatchBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tenso
         self.names: list[str] = []
         self.inputs: list[list[NDArray[np.float32]]] = []
         self.targets: list[list[NDArray[np.uint16]]] = []
+        self.gradings: list[list[int]] = []
         for variants in pairs:
             h, w = variants[0].lr_size
             if h < self.lr_patch or w < self.lr_patch:
@@ -731,6 +864,7 @@ class ScenePatchBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tenso
             self.names.append(variants[0].name)
             self.inputs.append([p.network_input() for p in variants])
             self.targets.append([p.hdr_codes for p in variants])
+            self.gradings.append([gradings.index_of(p.grading) for p in variants])
         if not self.names:
             raise DataError(f"no training scene is large enough for {hr_patch}x{hr_patch} HR patches")
 
@@ -743,7 +877,11 @@ class ScenePatchBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tenso
         refs = []
         for _ in range(self.batch_size):
             scene = int(rng.integers(len(self.names)))
-            variant = int(rng.integers(len(self.inputs[scene])))
+            present = sorted(set(self.gradings[scene]))
+            weights = np.array([GRADING_WEIGHTS.get(gradings.NAMES[g], 0.05) for g in present])
+            chosen = present[int(rng.choice(len(present), p=weights / weights.sum()))]
+            candidates = [v for v, g in enumerate(self.gradings[scene]) if g == chosen]
+            variant = candidates[int(rng.integers(len(candidates)))]
             _, h, w = self.inputs[scene][variant].shape
             top = 2 * int(rng.integers((h - self.lr_patch) // 2 + 1))
             left = 2 * int(rng.integers((w - self.lr_patch) // 2 + 1))
@@ -751,11 +889,13 @@ class ScenePatchBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tenso
             refs.append(PatchRef(scene, variant, top, left, bool(flips[0]), bool(flips[1])))
         return refs
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, step: int) -> Batch:
         lp, s = self.lr_patch, self.scale
         lr_batch = np.empty((self.batch_size, 3, lp, lp), dtype=np.float32)
         hr_batch = np.empty((self.batch_size, 3, lp * s, lp * s), dtype=np.float32)
+        grading_batch = np.empty(self.batch_size, dtype=np.int64)
         for b, ref in enumerate(self.refs(step)):
+            grading_batch[b] = self.gradings[ref.scene][ref.variant]
             lr = self.inputs[ref.scene][ref.variant][:, ref.top : ref.top + lp, ref.left : ref.left + lp]
             hr = self.targets[ref.scene][ref.variant][
                 s * ref.top : s * (ref.top + lp), s * ref.left : s * (ref.left + lp)
@@ -767,7 +907,7 @@ class ScenePatchBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tenso
             lr_batch[b] = lr
             hr_batch[b] = hr
         hr_batch *= np.float32(1.0 / serving.HDR_CODE_SCALE)
-        return torch.from_numpy(lr_batch), torch.from_numpy(hr_batch)
+        return torch.from_numpy(lr_batch), torch.from_numpy(hr_batch), torch.from_numpy(grading_batch)
 
 
 def scene_training_batches(
@@ -781,11 +921,19 @@ def scene_training_batches(
     cache_dir: Path | str | None = None,
     use_cache: bool = True,
     progress: bool = False,
+    graded: bool = False,
 ) -> ScenePatchBatches:
-    """Batches from the training part of the split of ``scenes_dir`` (validation scenes never enter)."""
+    """Batches from the training part of the split of ``scenes_dir`` (validation scenes never enter).
+
+    ``graded``: every grading with variations and codec round trips
+    (:func:`graded_training_pairs`); otherwise BT.2446-1 Method A only, clean (the paper's formation).
+    """
     paths = split_files(scenes_dir, "train", split_file)
     folder = cache_root(cache_dir) / f"train_x{scale}" if use_cache else None
-    pairs = formed_pairs(paths, scale, variants, cache_dir=folder, seed=seed, progress=progress)
+    if graded:
+        pairs = graded_training_pairs(paths, scale, variants, cache_dir=folder, seed=seed, progress=progress)
+    else:
+        pairs = formed_pairs(paths, scale, variants, cache_dir=folder, seed=seed, progress=progress)
     return ScenePatchBatches(pairs, batch_size, hr_patch, seed)
 
 
@@ -894,7 +1042,7 @@ def kim_test_pairs(kim_dir: Path, scale: int) -> KimPairs:
     return KimPairs(Path(kim_dir) / sdr_name, Path(kim_dir) / hdr_name, scale, KIM_TEST_KEYS)
 
 
-class KimPatchBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class KimPatchBatches(torch.utils.data.Dataset[Batch]):
     """Training batches from Kim et al.'s patches (all but the last 500), with flips; item = step.
 
     Like :class:`ScenePatchBatches`, a batch depends only on (seed, step).
@@ -912,7 +1060,7 @@ class KimPatchBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]
     def __len__(self) -> int:
         return 2**62
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, step: int) -> Batch:
         rng = np.random.default_rng([self.seed, step])
         picks = rng.integers(self.train_count, size=self.batch_size)
         unique, inverse = np.unique(picks, return_inverse=True)  # h5py wants increasing, distinct indices
@@ -924,7 +1072,8 @@ class KimPatchBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]
                 lr[b], hr[b] = lr[b][:, :, ::-1], hr[b][:, :, ::-1]
             if flips[b, 1]:
                 lr[b], hr[b] = lr[b][:, ::-1], hr[b][:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(lr)), torch.from_numpy(np.ascontiguousarray(hr))
+        bt2446a = torch.zeros(self.batch_size, dtype=torch.int64)  # Kim et al.'s SDR is YouTube's down-conversion
+        return torch.from_numpy(np.ascontiguousarray(lr)), torch.from_numpy(np.ascontiguousarray(hr)), bt2446a
 
 
 def kim_validation_batches(

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gpgmnet import data
+from gpgmnet import data, gradings
 from gpgmnet.arch import GPGMNet
 from gpgmnet.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from gpgmnet.contract import SCALES
@@ -88,6 +88,10 @@ DEFAULTS: dict[str, Any] = {
     "cache_dir": "~/.cache/sritm",
     "use_cache": True,
     "out": "runs/gpgmnet_x{scale}/gpgmnet_x{scale}.pt",
+    "graded": False,
+    "val_gradings": [gradings.DEFAULT],
+    "val_compressed": False,
+    "precision": "auto",
 }
 """Every setting, with the paper's training defaults."""
 
@@ -168,6 +172,11 @@ def check_config(config: dict[str, Any]) -> None:
         raise TrainError(f"loss must be 'l2' (the paper's) or 'l1', not {config['loss']!r}")
     if not isinstance(config["model"], dict):
         raise TrainError("model must be an object of GPGMNet keyword arguments")
+    if config["precision"] not in ("auto", "bf16", "fp32"):
+        raise TrainError(f"precision must be auto, bf16 or fp32, not {config['precision']!r}")
+    unknown = [g for g in config["val_gradings"] if g not in gradings.NAMES]
+    if unknown:
+        raise TrainError(f"unknown val_gradings {unknown}; allowed: {', '.join(gradings.NAMES)}")
     if not isinstance(config["lr"], (int, float)) or not config["lr"] > 0:
         raise TrainError(f"lr must be a positive number, not {config['lr']!r}")
 
@@ -293,42 +302,90 @@ def learning_rate(config: dict[str, Any], step: int) -> float:
     return float(config["lr"]) * float(config["lr_gamma"]) ** passed
 
 
-Validation = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+Validation = Callable[[], Iterable[tuple[np.ndarray, np.ndarray, str, int]]]
+"""Yields (input, target, set name, grading index) for every validation item."""
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix maths natively (AMX or AVX512-BF16), read at run time."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = []
+    return "amx_bf16" in flags or "avx512_bf16" in flags or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def autocast_dtype(config: dict[str, Any], device: torch.device) -> torch.dtype | None:
+    """bf16 when asked for, or on ``auto`` when the CPU has it natively; None for fp32."""
+    if config["precision"] == "fp32" or device.type != "cpu":
+        return None
+    if config["precision"] == "bf16" or cpu_has_bf16():
+        return torch.bfloat16
+    return None
+
+
+def convention_input(network: GPGMNet, indices: torch.Tensor) -> torch.Tensor | None:
+    """The one-hot a conditioned network takes for grading ``indices``; None for the paper's network."""
+    if not network.conventions:
+        return None
+    return F.one_hot(indices.long(), network.conventions).float()
 
 
 def build_data(config: dict[str, Any], progress: bool) -> tuple[torch.utils.data.Dataset[Any], Validation]:
-    """The training batches (item = step) and a function yielding the validation (input, target) arrays."""
+    """The training batches (item = step) and a function yielding the validation items.
+
+    Validation sets: each of ``val_gradings``, clean, and with
+    ``val_compressed`` also its H.264 CRF 28 twin (set names ``bt2446a``, ``bt2446a+h264``, ...).
+    """
     scale, seed = config["scale"], config["seed"]
     if config["data"] == "kim":
         pairs = data.kim_training_pairs(Path(config["kim_dir"]), scale)
         batches: torch.utils.data.Dataset[Any] = data.KimPatchBatches(pairs, config["batch_size"], seed)
         limit = config["val_limit"]
-        return batches, lambda: data.kim_validation_batches(pairs, limit=limit)
+        return batches, lambda: ((lr, hr, "kim", 0) for lr, hr in data.kim_validation_batches(pairs, limit=limit))
     scenes_dir, split_file = Path(config["scenes_dir"]), Path(config["split_file"])
     batches = data.scene_training_batches(
         scenes_dir, scale, config["batch_size"], config["hr_patch"], seed, config["exposure_variants"],
         split_file=split_file, cache_dir=config["cache_dir"], use_cache=config["use_cache"], progress=progress,
+        graded=config["graded"],
     )
     val_paths = data.split_files(scenes_dir, "val", split_file)
-    samples = data.render_validation_set(val_paths, scale, config["val_crop"], config["cache_dir"], config["use_cache"])
-    if config["val_limit"]:
-        samples = samples[: config["val_limit"]]
-    return batches, lambda: ((s.lr, s.hr) for s in samples)
+    sets: list[tuple[str, int, list[data.ValidationSample]]] = []
+    for grading in config["val_gradings"]:
+        for compressed in (False, True) if config["val_compressed"] else (False,):
+            samples = data.render_validation_set(val_paths, scale, config["val_crop"], config["cache_dir"],
+                                                 config["use_cache"], grading=grading, compressed=compressed)
+            if config["val_limit"]:
+                samples = samples[: config["val_limit"]]
+            sets.append((grading + ("+h264" if compressed else ""), gradings.index_of(grading), samples))
+    return batches, lambda: ((s.lr, s.hr, name, index) for name, index, samples in sets for s in samples)
 
 
 @torch.no_grad()
-def validation_psnr(network: GPGMNet, validation: Validation, device: torch.device) -> float:
-    """Mean PSNR (dB, peak 1, on YUV codes / 1023) of the clamped prediction over the validation items."""
+def validation_psnr_by_set(network: GPGMNet, validation: Validation, device: torch.device,
+                           dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Mean PSNR (dB, peak 1, on YUV codes / 1023) of the clamped prediction per validation set."""
     was_training = network.training
     network.eval()
-    values = []
-    for lr, hr in validation():
-        prediction = network(torch.from_numpy(np.ascontiguousarray(lr)).to(device)).clamp(0.0, 1.0)
+    values: dict[str, list[float]] = {}
+    for lr, hr, name, grading in validation():
+        x = torch.from_numpy(np.ascontiguousarray(lr)).to(device)
+        convention = convention_input(network, torch.full((x.shape[0],), grading))
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            prediction = network(x, convention)
+        prediction = prediction.float().clamp(0.0, 1.0)
         target = torch.from_numpy(np.ascontiguousarray(hr)).to(device)
         mse = ((prediction - target) ** 2).flatten(1).mean(dim=1)
-        values += [math.inf if m == 0 else -10.0 * math.log10(m) for m in mse.tolist()]
+        values.setdefault(name, []).extend(math.inf if m == 0 else -10.0 * math.log10(m) for m in mse.tolist())
     network.train(was_training)
-    return float(np.mean(values)) if values else math.nan
+    return {name: float(np.mean(v)) for name, v in values.items()}
+
+
+def validation_psnr(network: GPGMNet, validation: Validation, device: torch.device,
+                    dtype: torch.dtype | None = None) -> float:
+    """The mean over validation sets of :func:`validation_psnr_by_set`: what picks the best checkpoint."""
+    by_set = validation_psnr_by_set(network, validation, device, dtype)
+    return float(np.mean(list(by_set.values()))) if by_set else math.nan
 
 
 def log_paths(checkpoint: Path) -> tuple[Path, Path]:
@@ -411,6 +468,8 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
     seed_everything(config["seed"])
     scale = config["scale"]
     model_config = {"scale": scale, **config["model"]}
+    if config["graded"]:
+        model_config.setdefault("conventions", len(gradings.NAMES))
     try:
         network = GPGMNet(**model_config)
     except (TypeError, ValueError) as error:
@@ -418,6 +477,8 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
     batches, validation = build_data(config, progress)
 
     step, losses, vals = 0, [], []
+    by_set_history: list[list[Any]] = []
+    best = -math.inf
     if payload is not None:
         try:
             network.load_state_dict(payload["state_dict"])
@@ -427,6 +488,8 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
         step = int(payload["step"])
         losses = [float(v) for v in payload.get("loss_history", [])][:step]
         vals = [list(v) for v in payload.get("val_history", [])]
+        by_set_history = [list(v) for v in payload.get("val_by_set_history", [])]
+        best = max((float(v[1]) for v in vals), default=-math.inf)
     elif config.get("init"):
         copied = initialise_from(network, Path(config["init"]))
         print(f"initialised {copied} tensors from {config['init']}", file=sys.stderr)
@@ -444,20 +507,27 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
         if device.type == "cuda" and payload.get("cuda_rng_state") is not None:
             torch.cuda.set_rng_state(payload["cuda_rng_state"], device)
     out = Path(config["out"])
+    best_out = out.with_name(out.stem + ".best" + out.suffix)
     total = config["iterations"]
+    dtype = autocast_dtype(config, device)
+    print(f"precision: {'bf16 autocast' if dtype else 'fp32'} ({config['precision']}; CPU bf16: {cpu_has_bf16()})",
+          file=sys.stderr)
     loss_fn = F.mse_loss if config["loss"] == "l2" else F.l1_loss
 
-    def save() -> None:
+    def save(path: Path = out) -> None:
         extra: dict[str, Any] = {
             "optimizer": optimizer.state_dict(),
             "train_config": config,
             "loss_history": losses,
             "val_history": vals,
+            "val_by_set_history": by_set_history,
             "rng_state": torch.get_rng_state(),
         }
+        if network.conventions:
+            extra["conventions"] = list(gradings.NAMES[: network.conventions])
         if device.type == "cuda":
             extra["cuda_rng_state"] = torch.cuda.get_rng_state(device)
-        save_checkpoint(out, network, model_config, step, **extra)
+        save_checkpoint(path, network, model_config, step, **extra)
         write_log(out, config, losses, vals, seconds_per_step(), device)
 
     step_times: list[float] = []
@@ -483,15 +553,17 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
     if vals:
         postfix["val_psnr"] = f"{vals[-1][1]:.2f}"
     try:
-        for lr_batch, hr_batch in loader:
+        for lr_batch, hr_batch, grading_batch in loader:
             started = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
             inputs = lr_batch.to(device, non_blocking=True)
             if device.type == "cpu":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            prediction = network(inputs)
-            loss = loss_fn(prediction, hr_batch.to(device, non_blocking=True))
+            convention = convention_input(network, grading_batch)
+            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                prediction = network(inputs, convention)
+            loss = loss_fn(prediction.float(), hr_batch.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -503,9 +575,15 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
                 save()
                 raise TrainError(f"the loss became {value} at step {step}; saved {out} for inspection")
             if step % config["val_every"] == 0 or step == total:
-                psnr = validation_psnr(network, validation, device)
+                by_set = validation_psnr_by_set(network, validation, device, dtype)
+                psnr = float(np.mean(list(by_set.values())))
                 vals.append([step, psnr])
+                by_set_history.append([step, by_set])
                 postfix["val_psnr"] = f"{psnr:.2f}"
+                if psnr > best:
+                    best = psnr
+                    save(best_out)
+                log.info("step %d validation %s", step, json.dumps({k: round(v, 3) for k, v in by_set.items()}))
             postfix["loss"] = f"{value:.3e}"
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)
@@ -523,10 +601,23 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
 
 
 def initialise_from(network: GPGMNet, path: Path) -> int:
-    """Copies the tensors of checkpoint ``path`` whose names and shapes match; returns how many."""
+    """Copies the tensors of checkpoint ``path`` whose names and shapes match; returns how many.
+
+    A matrix that only gained input columns (a modulation Linear of a
+    network given conventions, fed from the paper's network) gets the
+    source's columns and zeros for the new ones, so at the start the
+    conditioned network computes exactly what the source did.
+    """
     source = read_checkpoint(path)["state_dict"]
     target = network.state_dict()
     matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    for k, v in source.items():
+        t = target.get(k)
+        if t is not None and k not in matching and v.ndim == 2 and t.ndim == 2 and t.shape[0] == v.shape[0] \
+                and t.shape[1] > v.shape[1]:
+            widened = torch.zeros_like(t)
+            widened[:, : v.shape[1]] = v
+            matching[k] = widened
     if not matching:
         raise CheckpointError(f"checkpoint {path} shares no weights with this GPGMNet")
     network.load_state_dict(matching, strict=False)

@@ -384,7 +384,10 @@ def test_validation_set_is_rendered_once_and_refreshed_when_the_image_changes(
 def test_shipped_split_is_disjoint_and_spans_content() -> None:
     split = data.load_split()
     assert not set(split["train"]) & set(split["val"])
-    assert len(split["val"]) == 6 and len(split["train"]) >= 20
+    assert len(split["val"]) >= 6 and len(split["train"]) >= 50
+    # The first validation scenes stay, so figures stay comparable across sessions (issue 12).
+    first = {"blender_forest", "desk", "dikhololo_night", "flowers", "rooitou_park", "st_fagans_interior"}
+    assert first <= set(split["val"])
     assert "rec709_chart" not in split["val"] and "carrots" not in split["val"]  # the colour-chart scenes
 
 
