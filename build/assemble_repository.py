@@ -16,7 +16,8 @@ script writes only ``gpgmnet_x{s}/``, which git ignores:
   artifact: the weights are ``weights/gpgmnet_x{s}.pt`` (else the seeded
   untrained network) or ``--checkpoint``.
 
-All expose the same tensors: ``LR_YUV`` FP32 [1, 3, -1, -1] in, ``RESIDUAL``
+All expose the same tensors: ``LR_YUV`` FP32 [1, 3, -1, -1] and ``CONDITION`` FP32
+[1, K] (the convention one-hot) in, ``RESIDUAL``
 FP32 [1, 3, -1, -1] out. On both GPU targets the residual reaches the
 post-processor in GPU memory and is finished there (its config sets
 ``FORCE_CPU_ONLY_INPUT_TENSORS`` to ``no``; see ``gpgmnet/serving_torch.py``).
@@ -29,7 +30,14 @@ import shutil
 import sys
 from pathlib import Path
 
-from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, SCALES, network_model_name
+from gpgmnet.contract import (
+    CONVENTIONS,
+    NETWORK_CONDITION_NAME,
+    NETWORK_INPUT_NAME,
+    NETWORK_OUTPUT_NAME,
+    SCALES,
+    network_model_name,
+)
 from gpgmnet.serving import NETWORK_RUNTIMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +82,11 @@ input [
     name: "{NETWORK_INPUT_NAME}"
     data_type: TYPE_FP32
     dims: [ 1, 3, -1, -1 ]
+  }},
+  {{
+    name: "{NETWORK_CONDITION_NAME}"
+    data_type: TYPE_FP32
+    dims: [ 1, {len(CONVENTIONS)} ]
   }}
 ]
 output [

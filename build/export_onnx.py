@@ -11,6 +11,9 @@ For each scale this writes ``build/artifacts/gpgmnet_x{s}.onnx`` and checks it:
 
 The graph has no bicubic skip (``bicubic_skip=False``): the served ensemble's
 post-processor adds it, in the same place for the CPU and the GPU repository.
+It has two inputs, ``LR_YUV`` and ``CONDITION`` (1 × K one-hot of the request's
+SDR convention, from the pre-processor); a paper-form checkpoint (no
+conventions) ignores the second (:class:`ServedNetwork`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 
 from gpgmnet.arch import GPGMNet
 from gpgmnet.checkpoint import CheckpointError, load_network
-from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, SCALES
+from gpgmnet.contract import CONVENTIONS, NETWORK_CONDITION_NAME, NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, SCALES
 
 BUILD_DIR = Path(__file__).resolve().parent
 ARTIFACTS_DIR = BUILD_DIR / "artifacts"
@@ -65,6 +68,30 @@ def unsupported_by_tensorrt(model: onnx.ModelProto) -> list[str]:
     return [op for op in graph_operators(model) if op not in supported]
 
 
+class ServedNetwork(torch.nn.Module):
+    """The served graph: (LR_YUV, CONDITION) -> RESIDUAL, whatever the checkpoint's number of conventions.
+
+    A network without conventions (the paper's) computes its one answer and
+    keeps ``CONDITION`` in the graph through a zero-weight term, so every
+    repository has the same two inputs.
+    """
+
+    def __init__(self, network: GPGMNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        if self.network.conventions:
+            return self.network(x, condition[:, : self.network.conventions])
+        return self.network(x) + 0.0 * condition.sum()
+
+
+def example_condition(index: int = 0) -> torch.Tensor:
+    condition = torch.zeros(1, len(CONVENTIONS))
+    condition[0, index] = 1.0
+    return condition
+
+
 def export_onnx(network: GPGMNet, path: Path, opset: int = OPSET) -> onnx.ModelProto:
     """Write ``network``'s residual branch to ``path`` with dynamic height and width."""
     network = network.eval()
@@ -75,10 +102,10 @@ def export_onnx(network: GPGMNet, path: Path, opset: int = OPSET) -> onnx.ModelP
         # The TorchScript-based exporter: it needs no onnxscript at run time and
         # gives a plain static-opset graph that TensorRT's parser takes as is.
         torch.onnx.export(
-            network,
-            (example,),
+            ServedNetwork(network).eval(),
+            (example, example_condition()),
             str(path),
-            input_names=[NETWORK_INPUT_NAME],
+            input_names=[NETWORK_INPUT_NAME, NETWORK_CONDITION_NAME],
             output_names=[NETWORK_OUTPUT_NAME],
             dynamic_axes={
                 NETWORK_INPUT_NAME: {2: "height", 3: "width"},
@@ -102,11 +129,14 @@ def max_difference_vs_torch(
     worst = 0.0
     network = network.eval()
     network.bicubic_skip = False
-    for height, width in sizes:
+    served = ServedNetwork(network).eval()
+    for index, (height, width) in enumerate(sizes):
         x = torch.rand(1, 3, height, width, generator=generator)
+        condition = example_condition(index % len(CONVENTIONS))
         with torch.no_grad():
-            expected = network(x).numpy()
-        (actual,) = session.run([NETWORK_OUTPUT_NAME], {NETWORK_INPUT_NAME: x.numpy()})
+            expected = served(x, condition).numpy()
+        (actual,) = session.run([NETWORK_OUTPUT_NAME], {NETWORK_INPUT_NAME: x.numpy(),
+                                                        NETWORK_CONDITION_NAME: condition.numpy()})
         if actual.shape != expected.shape:
             raise AssertionError(f"ONNX output shape {actual.shape} != PyTorch {expected.shape} at {height}×{width}")
         worst = max(worst, float(np.abs(actual - expected).max()))

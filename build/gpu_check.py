@@ -763,7 +763,8 @@ def onnxruntime_stage(
     import numpy as np
     from export_onnx import export_onnx
 
-    from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME
+    from gpgmnet.contract import NETWORK_CONDITION_NAME, NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, Rendering
+    from gpgmnet.serving import condition_one_hot
 
     with tempfile.TemporaryDirectory() as work:
         path = Path(work) / "gpgmnet.onnx"
@@ -783,6 +784,8 @@ def onnxruntime_stage(
         output = torch.empty(1, 3, scale * x.shape[2], scale * x.shape[3], device=device)
         binding = session.io_binding()  # device tensors in and out: no host copies in the timing
         binding.bind_input(NETWORK_INPUT_NAME, "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
+        condition = torch.from_numpy(condition_one_hot(Rendering())).to(device)
+        binding.bind_input(NETWORK_CONDITION_NAME, "cuda", index, np.float32, tuple(condition.shape), condition.data_ptr())
         binding.bind_output(NETWORK_OUTPUT_NAME, "cuda", index, np.float32, tuple(output.shape), output.data_ptr())
 
         def run() -> None:

@@ -19,11 +19,65 @@ OUTPUT_NAME = "HDR_I420"
 """UINT16 [-1, -1]: an sH×sW BT.2020 NCL, PQ, narrow-range 10-bit frame in I420 layout (yuv420p10le)."""
 OUTPUT_DATATYPE = "UINT16"
 
+CONVENTION_NAME = "CONVENTION"
+"""BYTES [1], optional: the SDR convention the input was graded with, one of :data:`CONVENTIONS` (default ``bt2446a``)."""
+CONVENTION_DATATYPE = "BYTES"
+PEAK_NITS_NAME = "PEAK_NITS"
+"""FP32 [1], optional: the target display's peak in cd/m^2, 400-4000 (default 1000, the network's own grade)."""
+PEAK_NITS_DATATYPE = "FP32"
+
+CONVENTIONS = ("bt2446a", "bt2408", "bt2446c", "reinhard", "drago", "mantiuk", "hable")
+"""The SDR conventions a request can name, in the order of the network's condition one-hot
+(``gpgmnet.gradings`` implements each; append only)."""
+DEFAULT_CONVENTION = "bt2446a"
+NETWORK_PEAK_NITS = 1000.0
+"""The peak of the grade the network makes (its training masters' mastering display)."""
+PEAK_NITS_RANGE = (400.0, 4000.0)
+
+
+class RenderingError(ValueError):
+    """A convention or target peak the service does not offer; the message names the allowed values."""
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """How a request wants its frame rendered: the input's SDR convention and the target display's peak.
+
+    Raises:
+        RenderingError: an unknown convention (the message lists the allowed
+            ones) or a peak outside :data:`PEAK_NITS_RANGE`.
+    """
+
+    convention: str = DEFAULT_CONVENTION
+    peak_nits: float = NETWORK_PEAK_NITS
+
+    def __post_init__(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise RenderingError(
+                f"{CONVENTION_NAME} {self.convention!r} is not a known convention; allowed: {', '.join(CONVENTIONS)}"
+            )
+        low, high = PEAK_NITS_RANGE
+        if not low <= self.peak_nits <= high:  # NaN fails this too
+            raise RenderingError(f"{PEAK_NITS_NAME} must be between {low:g} and {high:g} cd/m^2, not {self.peak_nits:g}")
+
+    @property
+    def convention_index(self) -> int:
+        return CONVENTIONS.index(self.convention)
+
+    @property
+    def is_default(self) -> bool:
+        return self == Rendering()
+
+
 # Tensors inside the ensemble, between its steps.
 NETWORK_INPUT_NAME = "LR_YUV"
 """FP32 [1, 3, h, w]: YUV 4:4:4, 8-bit narrow-range codes / 255 (the convention of Kim et al.)."""
 NETWORK_OUTPUT_NAME = "RESIDUAL"
 """FP32 [1, 3, sh, sw]: the network's output without its bicubic skip, in 10-bit codes / 1023."""
+NETWORK_CONDITION_NAME = "CONDITION"
+"""FP32 [1, K]: the one-hot of the request's convention (K = len(CONVENTIONS)), from the pre-processor."""
+TARGET_PEAK_NAME = "TARGET_PEAK"
+"""FP32 [1]: the validated target peak in cd/m^2, from the pre-processor to the post-processor."""
 
 PREPROCESS_MODEL = "sritm_preprocess"
 POSTPROCESS_MODEL = "sritm_postprocess"

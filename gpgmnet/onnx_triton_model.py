@@ -37,8 +37,8 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         return network_responses(pb_utils, requests, self.limits, self._residual)
 
-    def _residual(self, tensor: Any) -> Any:
-        residual = self.run_network(tensor.as_numpy())
+    def _residual(self, tensor: Any, condition: Any) -> Any:
+        residual = self.run_network(tensor.as_numpy(), condition)
         return pb_utils.Tensor(NETWORK_OUTPUT_NAME, residual.astype(self.output_dtype, copy=False))
 
     def finalize(self) -> None:

@@ -109,11 +109,12 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         return network_responses(pb_utils, requests, self.limits, self._residual)
 
-    def _residual(self, tensor: Any) -> Any:
+    def _residual(self, tensor: Any, condition: Any) -> Any:
         network_input = serving_torch.from_triton(tensor)
         x = network_input.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
         with torch.inference_mode():
-            residual = self.network(x).to(torch.float32)
+            convention = torch.from_numpy(condition).to(self.device, self.dtype) if self.network.conventions else None
+            residual = self.network(x, convention).to(torch.float32)
         return serving_torch.to_triton(pb_utils, NETWORK_OUTPUT_NAME, residual)
 
     def finalize(self) -> None:

@@ -62,10 +62,18 @@ from loadkit import (
     where_time_goes_markdown,
 )
 
-from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, network_model_name
-from gpgmnet.serving import bicubic_upsample, i420_from_network_output, make_onnx_session, network_input_from_i420
+from gpgmnet.contract import NETWORK_CONDITION_NAME, NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, Rendering, network_model_name
+from gpgmnet.serving import (
+    bicubic_upsample,
+    condition_one_hot,
+    i420_from_network_output,
+    make_onnx_session,
+    network_input_from_i420,
+)
 from gpgmnet.triton_server import ServerPorts, TritonServer, TritonServerError
 
+BT2446A = condition_one_hot(Rendering())
+"""Every benchmark request asks for the default convention."""
 PATHS = ("raw_network", "raw_pipeline", "torch_eager", "openvino", "openvino_default", "ensemble_unary", "ensemble_stream")
 THROUGHPUT_GOAL = 0.9
 
@@ -98,7 +106,7 @@ def openvino_model(onnx_path: Path, precision: str | None) -> tuple[Callable[[np
     chosen = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
     def run(network_input: np.ndarray) -> np.ndarray:
-        request.infer({0: network_input})
+        request.infer({NETWORK_INPUT_NAME: network_input, NETWORK_CONDITION_NAME: BT2446A})
         return np.array(request.get_output_tensor(0).data)
 
     how = "set" if precision else "the plugin's default on this CPU"
@@ -159,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = served_intra_op_threads(model_dir) if args.raw_threads is None else args.raw_threads
     session = make_onnx_session(onnx_path, threads)
     engines: dict[str, tuple[Callable[[np.ndarray], np.ndarray] | None, str]] = {
-        "raw_network": (lambda x: session.run([NETWORK_OUTPUT_NAME], {NETWORK_INPUT_NAME: x})[0],
+        "raw_network": (lambda x: session.run([NETWORK_OUTPUT_NAME], {NETWORK_INPUT_NAME: x,
+                                                                      NETWORK_CONDITION_NAME: BT2446A})[0],
                         f"ONNX Runtime {__import__('onnxruntime').__version__}, intra_op_threads={threads} "
                         f"({'the served config' if args.raw_threads is None else '--raw-threads'}), inter_op 1, "
                         "sequential, ORT_ENABLE_ALL"),

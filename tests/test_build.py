@@ -19,7 +19,7 @@ from export_onnx import (
     unsupported_by_tensorrt,
 )
 
-from gpgmnet.contract import NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, FrameLimits
+from gpgmnet.contract import CONVENTIONS, NETWORK_CONDITION_NAME, NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, FrameLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,9 +34,11 @@ def test_export_is_checked_dynamic_and_matches_pytorch(exported_x4):
     onnx.checker.check_model(model, full_check=True)
     assert exported_x4.opset >= 17
     assert max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")) == OPSET
-    (graph_input,) = model.graph.input
+    graph_input, condition_input = model.graph.input
     (graph_output,) = model.graph.output
     assert (graph_input.name, graph_output.name) == (NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME)
+    assert condition_input.name == NETWORK_CONDITION_NAME
+    assert [d.dim_value for d in condition_input.type.tensor_type.shape.dim] == [1, len(CONVENTIONS)]
     input_dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     assert input_dims[:2] == [1, 3] and all(isinstance(d, str) for d in input_dims[2:])
     assert exported_x4.max_abs_difference <= 1e-4
@@ -74,7 +76,8 @@ def test_export_has_no_bicubic_skip(exported_x4, served_networks):
         full = network(x)
         residual = (full - bicubic_upsample(x, 4)).numpy()
     session = ort.InferenceSession(exported_x4.path, providers=["CPUExecutionProvider"])
-    (served,) = session.run(None, {NETWORK_INPUT_NAME: x.numpy()})
+    bt2446a = np.eye(len(CONVENTIONS), dtype=np.float32)[:1]
+    (served,) = session.run(None, {NETWORK_INPUT_NAME: x.numpy(), NETWORK_CONDITION_NAME: bt2446a})
     assert np.abs(served - residual).max() < 1e-4
 
 
@@ -173,8 +176,9 @@ def test_cpu_runtimes_agree_and_openvino_is_the_default(exported_x4):
     from gpgmnet.serving import make_network_runner
 
     x = np.random.default_rng(0).random((1, 3, 20, 28), dtype=np.float32)
-    openvino = make_network_runner(Path(exported_x4.path), "openvino")(x)
-    onnxruntime = make_network_runner(Path(exported_x4.path), "onnxruntime")(x)
+    condition = np.eye(len(CONVENTIONS), dtype=np.float32)[1:2]
+    openvino = make_network_runner(Path(exported_x4.path), "openvino")(x, condition)
+    onnxruntime = make_network_runner(Path(exported_x4.path), "onnxruntime")(x, condition)
     assert openvino.shape == onnxruntime.shape == (1, 3, 80, 112)
     assert np.abs(openvino - onnxruntime).max() < 1e-4
     assert 'key: "runtime" value: { string_value: "openvino" }' in network_config(4, "cpu")

@@ -276,7 +276,7 @@ CASES: dict[str, Case] = {
                                                server(frame(24, 16, shape=[150_000, 100_000]))),
     # --- inputs, outputs, models
     "missing input": Case("Triton core", "INVALID_ARGUMENT", "missing required input(s) ['SDR_I420']", server()),
-    "extra input": Case("Triton core", "INVALID_ARGUMENT", "expected 1 inputs but got 2 inputs",
+    "extra input": Case("Triton core", "INVALID_ARGUMENT", "unexpected inference input 'EXTRA'",
                         server(frame(24, 16), ("EXTRA", "UINT8", [1], b"\0"))),
     "misnamed input": Case("Triton core", "INVALID_ARGUMENT", "unexpected inference input 'FRAME'",
                            server(("FRAME", "UINT8", [24, 16], bytes(384)))),

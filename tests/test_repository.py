@@ -61,7 +61,8 @@ def test_metadata_matches_contract(triton_server, scale):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     metadata = client.get_model_metadata(ensemble_name(scale), as_json=True)
     assert metadata["platform"] == "ensemble"
-    assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"]] == [(INPUT_NAME, "UINT8", ["-1", "-1"])]
+    assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"]] == [
+        (INPUT_NAME, "UINT8", ["-1", "-1"]), ("CONVENTION", "BYTES", ["1"]), ("PEAK_NITS", "FP32", ["1"])]
     assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["outputs"]] == [(OUTPUT_NAME, "UINT16", ["-1", "-1"])]
     assert client.is_model_ready(ensemble_name(scale))
 

@@ -14,6 +14,8 @@ import grpc
 import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.utils import InferenceServerException
 
+from gpgmnet.contract import DEFAULT_CONVENTION, NETWORK_PEAK_NITS, Rendering
+
 from sritm_client.client import (
     _INVALID_ARGUMENT,
     _LIVENESS_PROBE_S,
@@ -90,17 +92,20 @@ class AsyncSritmClient(_ClientOptions):
 
     # --- one frame
 
-    async def convert(self, frame: SdrFrame) -> HdrFrame:
-        """One frame, one unary call, retried on ``UNAVAILABLE`` per the retry policy."""
+    async def convert(
+        self, frame: SdrFrame, *, convention: str = DEFAULT_CONVENTION, peak_nits: float = NETWORK_PEAK_NITS
+    ) -> HdrFrame:
+        """One frame, one unary call, retried on ``UNAVAILABLE`` per the retry policy (arguments: :meth:`SritmClient.convert`)."""
         frame = _checked_frame(frame)
+        rendering = Rendering(convention, float(peak_nits))
         await self.connect()
-        return await self._retrying(lambda: self._infer_once(frame, self._slots), frame.pts)
+        return await self._retrying(lambda: self._infer_once(frame, self._slots, rendering), frame.pts)
 
-    async def _convert_by_value(self, frame: SdrFrame) -> HdrFrame:
+    async def _convert_by_value(self, frame: SdrFrame, rendering: Rendering = Rendering()) -> HdrFrame:
         """``convert`` without shared memory: a stream's diagnosis leaves no region behind."""
-        return await self._retrying(lambda: self._infer_once(frame, None), frame.pts)
+        return await self._retrying(lambda: self._infer_once(frame, None, rendering), frame.pts)
 
-    async def _infer_once(self, frame: SdrFrame, slots: SlotPool | None) -> HdrFrame:
+    async def _infer_once(self, frame: SdrFrame, slots: SlotPool | None, rendering: Rendering = Rendering()) -> HdrFrame:
         slot = None
         if slots is not None:
             slot, retired = slots.acquire(frame.i420.nbytes, _output_bytes(frame, self.scale))
@@ -112,7 +117,7 @@ class AsyncSritmClient(_ClientOptions):
                 slots.release(slot)
                 raise
         try:
-            inputs, outputs = _request_tensors(frame, self.scale, slot)
+            inputs, outputs = _request_tensors(frame, self.scale, slot, rendering)
             result = await self._client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
             return _result_frame(result, frame, self.scale, slot)
         finally:
@@ -133,7 +138,8 @@ class AsyncSritmClient(_ClientOptions):
     # --- video
 
     async def stream(
-        self, frames: AsyncIterable[SdrFrame] | Iterable[SdrFrame], window: int = 8
+        self, frames: AsyncIterable[SdrFrame] | Iterable[SdrFrame], window: int = 8, *,
+        convention: str = DEFAULT_CONVENTION, peak_nits: float = NETWORK_PEAK_NITS,
     ) -> AsyncIterator[HdrFrame]:
         """Converts ``frames`` over one gRPC bidirectional stream, yielding HDR frames in input order.
 
@@ -144,8 +150,9 @@ class AsyncSritmClient(_ClientOptions):
         """
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
+        rendering = Rendering(convention, float(peak_nits))
         await self.connect()
-        stream = _AsyncStream(self, window)
+        stream = _AsyncStream(self, window, rendering)
         try:
             async with contextlib.aclosing(stream.run(_async_iterator(frames))) as converted:
                 async for frame in converted:
@@ -217,8 +224,9 @@ class AsyncSritmClient(_ClientOptions):
 class _AsyncStream:
     """One ``AsyncSritmClient.stream`` call: its own gRPC stream, shared-memory slots and bookkeeping."""
 
-    def __init__(self, owner: AsyncSritmClient, window: int) -> None:
+    def __init__(self, owner: AsyncSritmClient, window: int, rendering: Rendering = Rendering()) -> None:
         self._owner = owner
+        self._rendering = rendering
         self._book = _StreamBook(window)
         self._slots = SlotPool(window) if owner.use_shared_memory else None
         self._client: Any = None
@@ -277,7 +285,7 @@ class _AsyncStream:
                     if _is_retryable(error) or await owner._went_away(self._client, error):
                         raise _StreamBroken(_message(error)) from None
                     raise _translated(error, owner.url) from None
-        inputs, outputs = _request_tensors(frame, owner.scale, slot)
+        inputs, outputs = _request_tensors(frame, owner.scale, slot, self._rendering)
         assert self._outbox is not None
         self._outbox.put_nowait(
             {"model_name": owner.model, "inputs": inputs, "outputs": outputs, "request_id": book.request_id(sequence)}
@@ -310,7 +318,7 @@ class _AsyncStream:
         owner, book = self._owner, self._book
         for sequence, frame in book.take_failures(self._slots):
             try:
-                item: HdrFrame | SritmError = await owner._convert_by_value(frame)
+                item: HdrFrame | SritmError = await owner._convert_by_value(frame, self._rendering)
             except SritmError as error:
                 item = error
             if not book.answer_rerun(sequence, item):

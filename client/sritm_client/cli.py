@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+
+from gpgmnet.contract import CONVENTIONS, DEFAULT_CONVENTION, NETWORK_PEAK_NITS, Rendering
 from sritm_client.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, RetryPolicy, SritmClient, TlsOptions
 from sritm_client.errors import SritmError
 
@@ -37,6 +39,12 @@ def _convert_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per frame (deadline)")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
                         help="seconds to wait for the server at start and after a lost connection")
+    parser.add_argument("--convention", default=DEFAULT_CONVENTION, choices=CONVENTIONS, metavar="NAME",
+                        help=f"how the SDR was graded: {', '.join(CONVENTIONS)} (default {DEFAULT_CONVENTION}; "
+                        "bt2408 for SDR whose white belongs at 203 cd/m^2, e.g. phone photos; see the README)")
+    parser.add_argument("--peak-nits", type=float, default=NETWORK_PEAK_NITS, metavar="N",
+                        help="target display peak, 400-4000 cd/m^2 (default 1000: the network's grade; lower "
+                        "applies the BT.2390 EETF and signals that peak)")
     parser.add_argument("--crf", type=float, default=18.0, help="x265 quality for video output (lower is better)")
     parser.add_argument("--preset", default="medium", help="x265 preset for video output")
     parser.add_argument("--tls-ca", type=Path, help="PEM root certificate(s) to verify the server (enables TLS)")
@@ -49,6 +57,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     from sritm_client.convert import check_paths, convert_file  # PyAV loads only for conversions
 
     check_paths(args.input, args.output)  # a bad path fails at once, before any connection
+    rendering = Rendering(args.convention, args.peak_nits)
     if args.window < 1:
         raise SritmError(f"--window must be at least 1, not {args.window}")
     tls = None
@@ -65,7 +74,8 @@ def _run_convert(args: argparse.Namespace) -> int:
         use_shared_memory=args.shm, tls=tls, retry=retry,
     ) as client:
         result = convert_file(
-            client, args.input, args.output, window=args.window, progress=progress, crf=args.crf, preset=args.preset
+            client, args.input, args.output, window=args.window, progress=progress, crf=args.crf, preset=args.preset,
+            rendering=rendering,
         )
     (in_h, in_w), (out_h, out_w) = result.input_size, result.output_size
     if result.interrupted:

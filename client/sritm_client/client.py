@@ -22,8 +22,15 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from gpgmnet.contract import (
+    CONVENTION_DATATYPE,
+    CONVENTION_NAME,
+    DEFAULT_CONVENTION,
     INPUT_DATATYPE,
     INPUT_NAME,
+    NETWORK_PEAK_NITS,
+    PEAK_NITS_DATATYPE,
+    PEAK_NITS_NAME,
+    Rendering,
     OUTPUT_DATATYPE,
     OUTPUT_NAME,
     FrameLayoutError,
@@ -192,7 +199,11 @@ def _is_stale_registration(error: InferenceServerException) -> bool:
 
 def _check_contract(metadata: Any, model: str) -> None:
     """``metadata`` is the ensemble's ModelMetadataResponse; raises unless it is the contract's."""
-    expected = ([(INPUT_NAME, INPUT_DATATYPE, [-1, -1])], [(OUTPUT_NAME, OUTPUT_DATATYPE, [-1, -1])])
+    expected = (
+        [(INPUT_NAME, INPUT_DATATYPE, [-1, -1]), (CONVENTION_NAME, CONVENTION_DATATYPE, [1]),
+         (PEAK_NITS_NAME, PEAK_NITS_DATATYPE, [1])],
+        [(OUTPUT_NAME, OUTPUT_DATATYPE, [-1, -1])],
+    )
     served = (
         [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs],
         [(t.name, t.datatype, list(t.shape)) for t in metadata.outputs],
@@ -226,8 +237,14 @@ def _output_bytes(frame: SdrFrame, scale: int) -> int:
     return rows * width * np.dtype(np.uint16).itemsize
 
 
-def _request_tensors(frame: SdrFrame, scale: int, slot: FrameSlot | None) -> tuple[list[Any], list[Any]]:
-    """The request's input and requested output, by value or through the slot's regions."""
+def _request_tensors(
+    frame: SdrFrame, scale: int, slot: FrameSlot | None, rendering: Rendering = Rendering()
+) -> tuple[list[Any], list[Any]]:
+    """The request's inputs and requested output, the frame by value or through the slot's regions.
+
+    ``CONVENTION`` and ``PEAK_NITS`` are sent only when they differ from the
+    server's defaults, so a default request is the plain one-input request.
+    """
     tensor = grpcclient.InferInput(INPUT_NAME, list(frame.i420.shape), INPUT_DATATYPE)
     output = grpcclient.InferRequestedOutput(OUTPUT_NAME)
     if slot is None:
@@ -236,7 +253,16 @@ def _request_tensors(frame: SdrFrame, scale: int, slot: FrameSlot | None) -> tup
         slot.input.write(frame.i420)
         tensor.set_shared_memory(slot.input.name, frame.i420.nbytes)
         output.set_shared_memory(slot.output.name, _output_bytes(frame, scale))
-    return [tensor], [output]
+    inputs = [tensor]
+    if rendering.convention != DEFAULT_CONVENTION:
+        convention = grpcclient.InferInput(CONVENTION_NAME, [1], CONVENTION_DATATYPE)
+        convention.set_data_from_numpy(np.array([rendering.convention.encode()], dtype=np.object_))
+        inputs.append(convention)
+    if rendering.peak_nits != NETWORK_PEAK_NITS:
+        peak = grpcclient.InferInput(PEAK_NITS_NAME, [1], PEAK_NITS_DATATYPE)
+        peak.set_data_from_numpy(np.array([rendering.peak_nits], dtype=np.float32))
+        inputs.append(peak)
+    return inputs, [output]
 
 
 def _result_frame(result: Any, frame: SdrFrame, scale: int, slot: FrameSlot | None) -> HdrFrame:
@@ -549,16 +575,29 @@ class SritmClient(_ClientOptions):
 
     # --- one frame
 
-    def convert(self, frame: SdrFrame) -> HdrFrame:
-        """One frame, one unary call, retried on ``UNAVAILABLE`` per the retry policy."""
+    def convert(
+        self, frame: SdrFrame, *, convention: str = DEFAULT_CONVENTION, peak_nits: float = NETWORK_PEAK_NITS
+    ) -> HdrFrame:
+        """One frame, one unary call, retried on ``UNAVAILABLE`` per the retry policy.
+
+        Args:
+            frame: the SDR frame.
+            convention: how the SDR was graded, one of ``gpgmnet.contract.CONVENTIONS``
+                (README, "SDR conventions"); ``bt2446a`` by default.
+            peak_nits: the target display's peak, 400-4000 cd/m^2 (1000: the network's grade).
+
+        Raises:
+            RenderingError: (a ``ValueError``) an unknown convention or a peak out of range, before any call.
+        """
         frame = _checked_frame(frame)
-        return self._retrying(lambda: self._infer_once(frame, self._slots), frame.pts)
+        rendering = Rendering(convention, float(peak_nits))
+        return self._retrying(lambda: self._infer_once(frame, self._slots, rendering), frame.pts)
 
-    def _convert_by_value(self, frame: SdrFrame) -> HdrFrame:
+    def _convert_by_value(self, frame: SdrFrame, rendering: Rendering = Rendering()) -> HdrFrame:
         """``convert`` without shared memory: a stream's diagnosis leaves no region behind."""
-        return self._retrying(lambda: self._infer_once(frame, None), frame.pts)
+        return self._retrying(lambda: self._infer_once(frame, None, rendering), frame.pts)
 
-    def _infer_once(self, frame: SdrFrame, slots: SlotPool | None) -> HdrFrame:
+    def _infer_once(self, frame: SdrFrame, slots: SlotPool | None, rendering: Rendering = Rendering()) -> HdrFrame:
         slot = None
         if slots is not None:
             slot, retired = slots.acquire(frame.i420.nbytes, _output_bytes(frame, self.scale))
@@ -570,7 +609,7 @@ class SritmClient(_ClientOptions):
                 slots.release(slot)
                 raise
         try:
-            inputs, outputs = _request_tensors(frame, self.scale, slot)
+            inputs, outputs = _request_tensors(frame, self.scale, slot, rendering)
             result = self._client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
             return _result_frame(result, frame, self.scale, slot)
         finally:
@@ -592,18 +631,22 @@ class SritmClient(_ClientOptions):
 
     # --- video
 
-    def stream(self, frames: Iterable[SdrFrame], window: int = 8) -> Iterator[HdrFrame]:
+    def stream(
+        self, frames: Iterable[SdrFrame], window: int = 8, *, convention: str = DEFAULT_CONVENTION,
+        peak_nits: float = NETWORK_PEAK_NITS,
+    ) -> Iterator[HdrFrame]:
         """Converts ``frames`` over one gRPC bidirectional stream, yielding HDR frames in input order.
 
         Up to ``window`` frames are sent and not yet yielded. If the connection
         drops (``UNAVAILABLE``) the stream is re-opened per the retry policy and
         the frames not yet answered are sent again: each frame is yielded
         exactly once, in order. Close the iterator (or exhaust it) to free
-        its connection and shared memory.
+        its connection and shared memory. ``convention`` and ``peak_nits`` apply
+        to every frame, as in :meth:`convert`.
         """
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
-        return _SyncStream(self, window).run(iter(frames))
+        return _SyncStream(self, window, Rendering(convention, float(peak_nits))).run(iter(frames))
 
     # --- connection
 
@@ -675,8 +718,9 @@ class _StreamBroken(Exception):
 class _SyncStream:
     """One ``SritmClient.stream`` call: its own gRPC stream, shared-memory slots and bookkeeping."""
 
-    def __init__(self, owner: SritmClient, window: int) -> None:
+    def __init__(self, owner: SritmClient, window: int, rendering: Rendering = Rendering()) -> None:
         self._owner = owner
+        self._rendering = rendering
         self._book = _StreamBook(window)
         self._slots = SlotPool(window) if owner.use_shared_memory else None
         # Answers arrive on tritonclient's reader thread; the generation tells
@@ -740,7 +784,7 @@ class _SyncStream:
                     if _is_retryable(error) or owner._went_away(self._client, error):
                         raise _StreamBroken(_message(error)) from None
                     raise _translated(error, owner.url) from None
-        inputs, outputs = _request_tensors(frame, owner.scale, slot)
+        inputs, outputs = _request_tensors(frame, owner.scale, slot, self._rendering)
         try:
             self._client.async_stream_infer(owner.model, inputs, outputs=outputs, request_id=book.request_id(sequence))
         except InferenceServerException:
@@ -786,7 +830,7 @@ class _SyncStream:
         owner, book = self._owner, self._book
         for sequence, frame in book.take_failures(self._slots):
             try:
-                item: HdrFrame | SritmError = owner._convert_by_value(frame)
+                item: HdrFrame | SritmError = owner._convert_by_value(frame, self._rendering)
             except SritmError as error:
                 item = error
             if not book.answer_rerun(sequence, item):

@@ -20,11 +20,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gpgmnet import colour
+from gpgmnet.contract import Rendering
 
 from sritm_client.client import SritmClient
 from sritm_client.errors import SritmError
 from sritm_client.frames import HdrFrame, SdrFrame
-from sritm_client.video import Hdr10VideoWriter, VideoError, VideoInfo, probe_video, read_sdr_frames
+from sritm_client.video import Hdr10VideoWriter, VideoError, VideoInfo, mastering_display_for, probe_video, read_sdr_frames
 
 IMAGE_INPUTS = frozenset({".png", ".jpg", ".jpeg"})
 IMAGE_OUTPUTS = frozenset({".png", ".yuv"})
@@ -101,18 +102,19 @@ def write_hdr_image(frame: HdrFrame, path: Path) -> None:
         raise ConversionError(f"could not write {path}")
 
 
-def convert_image(client: SritmClient, source: Path, output: Path) -> ConversionResult:
+def convert_image(client: SritmClient, source: Path, output: Path, rendering: Rendering = Rendering()) -> ConversionResult:
     rgb = read_image_rgb8(source)
     height, width = rgb.shape[:2]
     padded = np.pad(rgb, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-    hdr = crop_hdr(client.convert(SdrFrame.from_rgb8(padded)), client.scale * height, client.scale * width)
+    converted = client.convert(SdrFrame.from_rgb8(padded), convention=rendering.convention, peak_nits=rendering.peak_nits)
+    hdr = crop_hdr(converted, client.scale * height, client.scale * width)
     write_hdr_image(hdr, output)
     return ConversionResult(output, 1, (height, width), (hdr.height, hdr.width))
 
 
 def convert_video(
     client: SritmClient, source: Path, output: Path, *, window: int, progress: ProgressFactory | None = None,
-    crf: float = 18.0, preset: str = "medium",
+    crf: float = 18.0, preset: str = "medium", rendering: Rendering = Rendering(),
 ) -> ConversionResult:
     info = probe_video(source)
     frames = read_sdr_frames(source)  # raises for >8-bit input before anything is written
@@ -130,9 +132,10 @@ def convert_video(
     try:
         with Hdr10VideoWriter(
             output, out_width, out_height, info.frame_rate, audio_source=source if info.has_audio else None,
-            crf=crf, preset=preset,
+            crf=crf, preset=preset, mastering_display=mastering_display_for(rendering.peak_nits),
         ) as writer:
-            for hdr in client.stream(sdr_frames(), window=window):
+            for hdr in client.stream(sdr_frames(), window=window, convention=rendering.convention,
+                                     peak_nits=rendering.peak_nits):
                 writer.write(crop_hdr(hdr, out_height, out_width).to_numpy())
                 written += 1
                 if bar is not None:
@@ -204,12 +207,13 @@ def check_paths(source: Path, output: Path) -> str:
 
 def convert_file(
     client: SritmClient, source: Path, output: Path, *, window: int = 8, progress: ProgressFactory | None = None,
-    crf: float = 18.0, preset: str = "medium",
+    crf: float = 18.0, preset: str = "medium", rendering: Rendering = Rendering(),
 ) -> ConversionResult:
     kind = check_paths(source, output)
     if kind == "image":
-        return convert_image(client, source, output)
+        return convert_image(client, source, output, rendering)
     try:
-        return convert_video(client, source, output, window=window, progress=progress, crf=crf, preset=preset)
+        return convert_video(client, source, output, window=window, progress=progress, crf=crf, preset=preset,
+                             rendering=rendering)
     except VideoError as error:
         raise ConversionError(str(error)) from None

@@ -48,6 +48,7 @@ How MaxCLL/MaxFALL get into the file
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import math
@@ -73,6 +74,7 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
 from gpgmnet.colour import BT2020, codes_to_rgb, i420_to_yuv444, pack_i420, pq_eotf
+from gpgmnet.contract import NETWORK_PEAK_NITS
 
 __all__ = [
     "VideoError",
@@ -82,6 +84,7 @@ __all__ = [
     "read_sdr_frames",
     "MasteringDisplay",
     "P3D65_1000_NITS",
+    "mastering_display_for",
     "ContentLightLevel",
     "frame_light_levels",
     "content_light_level",
@@ -401,6 +404,18 @@ P3D65_1000_NITS: Final = MasteringDisplay(
 
 x265: ``G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)``.
 """
+
+
+def mastering_display_for(peak_nits: float) -> MasteringDisplay:
+    """:data:`P3D65_1000_NITS` with its peak lowered to ``peak_nits`` when the output was made for a dimmer display.
+
+    The service's grade peaks at 1000 cd/m^2; for a target below that the
+    post-processor's BT.2390 EETF makes it peak at the target, and the
+    ST 2086 metadata says so. Above 1000 the grade is unchanged, and so is the metadata.
+    """
+    peak = min(float(peak_nits), NETWORK_PEAK_NITS)
+    return dataclasses.replace(P3D65_1000_NITS, max_luminance=round(peak * 10_000))
+
 
 
 @dataclass(frozen=True)

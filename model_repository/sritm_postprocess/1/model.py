@@ -29,13 +29,16 @@ from gpgmnet.contract import (
     NETWORK_OUTPUT_NAME,
     OUTPUT_NAME,
     SCALES,
+    RenderingError,
 )
 from gpgmnet.serving import (
+    NETWORK_PEAK_NITS,
     bicubic_upsample,
     deployed_frame_limits,
     i420_from_network_output,
     processing_device,
     rejected_network_input,
+    target_peak_from_request,
 )
 
 
@@ -57,14 +60,22 @@ class TritonPythonModel:
         rejection = rejected_network_input(pb_utils, network_input_tensor, self.limits)
         if rejection is not None:
             return rejection
-        if self.torch_device is not None or not (network_input_tensor.is_cpu() and residual_tensor.is_cpu()):
+        try:
+            target_peak = target_peak_from_request(pb_utils, request)
+        except RenderingError as error:
+            return _invalid(str(error))
+        torch_path = self.torch_device is not None or not (network_input_tensor.is_cpu() and residual_tensor.is_cpu())
+        # The BT.2390 EETF for a dimmer display exists once, in numpy: such requests finish on the host.
+        if torch_path and target_peak >= NETWORK_PEAK_NITS:
             return self._process_torch(network_input_tensor, residual_tensor)
+        if torch_path:
+            network_input_tensor, residual_tensor = _on_host(network_input_tensor), _on_host(residual_tensor)
         network_input = network_input_tensor.as_numpy()
         residual = residual_tensor.as_numpy()
         scale = _scale(network_input.shape, residual.shape)
         if isinstance(scale, str):
             return _invalid(scale)
-        hdr = i420_from_network_output(residual + bicubic_upsample(network_input, scale))
+        hdr = i420_from_network_output(residual + bicubic_upsample(network_input, scale), target_peak)
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(OUTPUT_NAME, hdr.astype(self.output_dtype, copy=False))]
         )
@@ -98,6 +109,22 @@ def _scale(low_shape: tuple[int, ...], high_shape: tuple[int, ...]) -> int | str
             f"not a ×{'/×'.join(map(str, SCALES))} frame"
         )
     return scale
+
+
+class _HostTensor:
+    """A tensor copied to host memory, with the two methods the numpy path uses."""
+
+    def __init__(self, array: Any) -> None:
+        self._array = array
+
+    def as_numpy(self) -> Any:
+        return self._array
+
+
+def _on_host(tensor: Any) -> Any:
+    from gpgmnet import serving_torch
+
+    return _HostTensor(serving_torch.from_triton(tensor).cpu().numpy())
 
 
 def _invalid(message: str) -> Any:

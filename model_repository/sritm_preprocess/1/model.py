@@ -24,10 +24,11 @@ from gpgmnet.contract import (
     INPUT_NAME,
     NETWORK_INPUT_NAME,
     FrameLayoutError,
+    RenderingError,
     frame_limits_from_parameters,
     i420_frame_size,
 )
-from gpgmnet.serving import network_input_from_i420, processing_device
+from gpgmnet.serving import network_input_from_i420, processing_device, rendering_from_request, rendering_tensors
 
 
 class TritonPythonModel:
@@ -55,15 +56,21 @@ class TritonPythonModel:
             i420_frame_size(tuple(frame.shape()), self.limits)
         except FrameLayoutError as error:
             return _invalid(f"{INPUT_NAME}: {error}")
+        try:
+            rendering = rendering_tensors(pb_utils, rendering_from_request(pb_utils, request))
+        except RenderingError as error:
+            return _invalid(str(error))
         if self.torch_device is not None or not frame.is_cpu():
-            return self._process_torch(frame)
+            return self._process_torch(frame, rendering)
         i420 = frame.as_numpy()
         if i420.dtype != np.uint8:
             return _invalid(f"{INPUT_NAME} must be UINT8, not {i420.dtype}")
         network_input = network_input_from_i420(i420, dtype=self.output_dtype)
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(NETWORK_INPUT_NAME, network_input)])
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(NETWORK_INPUT_NAME, network_input), *rendering]
+        )
 
-    def _process_torch(self, frame: Any) -> Any:
+    def _process_torch(self, frame: Any, rendering: list[Any]) -> Any:
         """The same conversion with torch, on ``torch_device`` or on the GPU the frame is in."""
         import torch  # only here: the CPU path must not need torch
 
@@ -76,7 +83,7 @@ class TritonPythonModel:
             i420 = i420.to(self.torch_device)
         network_input = serving_torch.network_input_from_i420(i420, serving_torch.torch_dtype(self.output_dtype))
         return pb_utils.InferenceResponse(
-            output_tensors=[serving_torch.to_triton(pb_utils, NETWORK_INPUT_NAME, network_input)]
+            output_tensors=[serving_torch.to_triton(pb_utils, NETWORK_INPUT_NAME, network_input), *rendering]
         )
 
     def finalize(self) -> None:
