@@ -182,5 +182,24 @@ def test_demo_writes_video_and_side_by_side(model_repository, tmp_path):
     write_sdr(source, n=3, w=32, h=16, audio="aac")
     assert demo(["--input", str(source), "--repository", str(model_repository), "--out-dir", str(tmp_path / "out")]) == 0
     assert decoded_frame_count(tmp_path / "out" / "demo_hdr10.mkv") == 3
+    assert decoded_frame_count(tmp_path / "out" / "demo_hdr10_bt2408.mkv") == 3
     picture = cv2.imread(str(tmp_path / "out" / "demo_side_by_side.png"))
     assert picture is not None and picture.shape[1] > picture.shape[0]
+
+
+def test_convention_and_peak_options(triton_server, tmp_path):
+    """--convention/--peak-nits reach the server (the PNG changes with the peak); bad values are one line."""
+    source = write_png(tmp_path / "in.png", rgb_image(16, 24))
+    outputs = {}
+    for name, options in {"default": [], "bt2408_600": ["--convention", "bt2408", "--peak-nits", "600"]}.items():
+        outputs[name] = tmp_path / f"{name}.png"
+        result = run_cli("convert", str(source), str(outputs[name]), "--url", triton_server.grpc_url, "--quiet",
+                         *options)
+        assert result.returncode == 0, result.stderr
+    default = cv2.imread(str(outputs["default"]), cv2.IMREAD_UNCHANGED)
+    dimmer = cv2.imread(str(outputs["bt2408_600"]), cv2.IMREAD_UNCHANGED)
+    assert dimmer.shape == default.shape and not np.array_equal(dimmer, default)
+    one_line_error(run_cli("convert", str(source), str(tmp_path / "x.png"), "--url", triton_server.grpc_url,
+                           "--peak-nits", "100"), "between 400 and 4000")
+    result = run_cli("convert", str(source), str(tmp_path / "x.png"), "--convention", "youtube")
+    assert result.returncode == 2 and "invalid choice: 'youtube'" in result.stderr

@@ -1,5 +1,10 @@
 """``make demo``: serve the CPU repository, convert the bundled sample clip, picture the result, stop.
 
+The clip is converted twice, once per preset people choose between most:
+``bt2446a`` (the default: SDR down-converted from HDR by broadcast and
+streaming tools) and ``bt2408`` (SDR whose white belongs at 203 cd/m^2, as
+phone cameras grade), and the picture shows both beside the input.
+
 Run after ``make repository`` (the Makefile does both). Everything lands in
 ``out/``; the server runs on free loopback ports only for the demo's duration.
 """
@@ -16,6 +21,8 @@ from tqdm import tqdm
 from gpgmnet.triton_server import ServerPorts, TritonServer, TritonServerError
 
 from sritm_client.client import SritmClient
+from gpgmnet.contract import Rendering
+
 from sritm_client.convert import convert_file
 from sritm_client.errors import SritmError
 from sritm_client.preview import middle_frames, save_side_by_side
@@ -33,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     video = args.out_dir / "demo_hdr10.mkv"
+    video_bt2408 = args.out_dir / "demo_hdr10_bt2408.mkv"
     picture = args.out_dir / "demo_side_by_side.png"
     server_log = args.out_dir / "tritonserver.log"
     log_path = server_log
@@ -44,16 +52,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Triton ready in {server.startup_seconds:.1f} s (gRPC {server.grpc_url})", flush=True)
             with SritmClient(server.grpc_url, args.scale) as client:
                 result = convert_file(client, args.input, video, window=4, progress=tqdm, preset="fast")
+                convert_file(client, args.input, video_bt2408, window=4, progress=tqdm, preset="fast",
+                             rendering=Rendering("bt2408"))
         print("Triton stopped", flush=True)
         sdr, hdr = middle_frames(args.input, video, result.frames)
-        save_side_by_side(sdr, hdr, picture, title=f"sritm demo: {args.input.name}, GPGMNet x{args.scale}")
+        _, hdr_bt2408 = middle_frames(args.input, video_bt2408, result.frames)
+        save_side_by_side(sdr, {"--convention bt2446a": hdr, "--convention bt2408": hdr_bt2408}, picture,
+                          title=f"sritm demo: {args.input.name}, GPGMNet x{args.scale}")
     except (SritmError, TritonServerError, OSError, ValueError) as error:
         print(f"demo failed: {error}", file=sys.stderr)
         return 1
     (in_h, in_w), (out_h, out_w) = result.input_size, result.output_size
     print(
         f"\nconverted {result.frames} frames {in_w}x{in_h} -> {out_w}x{out_h} in {time.monotonic() - started:.0f} s\n"
-        f"  HDR10 video:   {video}\n"
+        f"  HDR10 video:   {video} (bt2446a), {video_bt2408} (bt2408)\n"
         f"  side by side:  {picture}\n"
         f"  server log:    {server_log}\n"
         f"check the tags with: ffprobe -hide_banner -show_streams -select_streams v {video}"

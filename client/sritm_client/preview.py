@@ -9,6 +9,7 @@ Needs matplotlib (``pip install 'sritm[preview]'``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,29 +49,41 @@ def pq_luminance_cd_m2(i420: NDArray[np.uint16]) -> NDArray[np.float64]:
     return np.asarray(linear @ np.array([colour.BT2020.kr, colour.BT2020.kg, colour.BT2020.kb]), dtype=np.float64)
 
 
-def save_side_by_side(sdr_i420: NDArray[np.uint8], hdr_i420: NDArray[np.uint16], path: Path, title: str = "") -> Path:
-    """Writes a PNG: SDR input | HDR output tone-mapped for SDR | PQ luminance histogram."""
+def save_side_by_side(
+    sdr_i420: NDArray[np.uint8], hdr_i420: NDArray[np.uint16] | Mapping[str, NDArray[np.uint16]], path: Path,
+    title: str = "",
+) -> Path:
+    """Writes a PNG: SDR input | each HDR output tone-mapped for SDR | their PQ luminance histograms.
+
+    ``hdr_i420`` is one output, or several by label (e.g. one per convention preset).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    luminance = pq_luminance_cd_m2(hdr_i420)
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.8]})
+    outputs = {"HDR10 output": hdr_i420} if isinstance(hdr_i420, np.ndarray) else dict(hdr_i420)
+    count = len(outputs)
+    figure, axes = plt.subplots(1, count + 2, figsize=(5 * (count + 1) + 4, 4.2),
+                                gridspec_kw={"width_ratios": [1] * (count + 1) + [0.8]})
     axes[0].imshow(sdr_i420_to_rgb8(sdr_i420), interpolation="nearest")
     axes[0].set_title(f"SDR input ({sdr_i420.shape[1]}×{sdr_i420.shape[0] * 2 // 3}, BT.709)")
-    axes[1].imshow(hdr_i420_to_sdr_rgb8(hdr_i420))
-    axes[1].set_title(f"HDR10 output ({hdr_i420.shape[1]}×{hdr_i420.shape[0] * 2 // 3}), tone-mapped for SDR")
-    for axis in axes[:2]:
-        axis.axis("off")
     bins = np.logspace(-2, 4, 61)
-    axes[2].hist(np.clip(luminance.ravel(), bins[0], bins[-1]), bins=bins, color="tab:orange")
-    axes[2].set_xscale("log")
-    axes[2].set_xlabel("luminance (cd/m², PQ-decoded)")
-    axes[2].set_ylabel("pixels")
-    axes[2].axvline(colour.SDR_REFERENCE_WHITE_CD_M2, color="grey", linestyle="--", label="203 cd/m² (BT.2408 white)")
-    axes[2].set_title(f"PQ luminance: max {luminance.max():.0f} cd/m²")
-    axes[2].legend(loc="upper left", fontsize=8)
+    histogram = axes[-1]
+    for axis, (label, hdr) in zip(axes[1:-1], outputs.items()):
+        axis.imshow(hdr_i420_to_sdr_rgb8(hdr))
+        axis.set_title(f"{label} ({hdr.shape[1]}×{hdr.shape[0] * 2 // 3}), tone-mapped for SDR", fontsize=9)
+        luminance = pq_luminance_cd_m2(hdr)
+        histogram.hist(np.clip(luminance.ravel(), bins[0], bins[-1]), bins=bins, histtype="step", linewidth=1.5,
+                       label=f"{label}: max {luminance.max():.0f} cd/m²")
+    for axis in axes[:-1]:
+        axis.axis("off")
+    histogram.set_xscale("log")
+    histogram.set_xlabel("luminance (cd/m², PQ-decoded)")
+    histogram.set_ylabel("pixels")
+    histogram.axvline(colour.SDR_REFERENCE_WHITE_CD_M2, color="grey", linestyle="--", label="203 cd/m² (BT.2408 white)")
+    histogram.set_title("PQ luminance")
+    histogram.legend(loc="upper left", fontsize=7)
     if title:
         figure.suptitle(title)
     figure.tight_layout()
