@@ -13,7 +13,8 @@ HR pixels; 0 for whole images), and scores
   white at 203 cd/m^2, BT.2020, PQ),
 
 against the HDR10 master with :mod:`gpgmnet.metrics` (PSNR, SSIM, mPSNR,
-MS-SSIM, mean L2 error in L*a*b* and in L* only). ``--kim DIR`` scores Kim
+MS-SSIM, mean L2 error in L*a*b* and in L* only, mean Delta E_ITP of ITU-R
+BT.2124). ``--kim DIR`` scores Kim
 et al.'s test set (``testset_SDR_x{s}.mat`` / ``testset_HDR.mat``) instead.
 
 Prints a Markdown table (per scene, then the means over scenes) and writes
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpgmnet import colour, data, metrics
+from gpgmnet import colour, data, gradings, metrics
 from gpgmnet.baseline import bicubic_baseline
 from gpgmnet.checkpoint import CheckpointError, load_network
 from gpgmnet.contract import SCALES
@@ -56,6 +57,7 @@ COLUMNS = {
     "ms_ssim": ("MS-SSIM", "{:.4f}"),
     "lab_l2": ("L*a*b* L2", "{:.2f}"),
     "l_l2": ("L* L2", "{:.2f}"),
+    "delta_e_itp": ("ΔE ITP", "{:.2f}"),
 }
 METHOD_LABELS = {"gpgmnet": "GPGMNet", "bicubic": "bicubic + BT.2408"}
 
@@ -94,18 +96,24 @@ def score(
     device: torch.device,
     progress: bool = False,
     pictures: list[ScenePictures] | None = None,
+    convention: str = gradings.DEFAULT,
 ) -> list[dict[str, Any]]:
     """Metrics of GPGMNet and the baseline for each (name, LR input 1x3xhxw, HR target 1x3xHxW).
 
     With ``pictures``, each scene's input, outputs and target are appended to it (for :func:`save_figure`).
+    ``convention`` is the preset a conditioned network is told (a paper-form network has none).
     """
     from tqdm import tqdm
 
     network.to(device).eval()
     rows = []
     for name, lr, hr in tqdm(list(items), desc="evaluating", disable=not progress, leave=False):
+        x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).to(device)
+        one_hot = None
+        if getattr(network, "conventions", 0):
+            one_hot = torch.nn.functional.one_hot(torch.tensor([gradings.index_of(convention)]), network.conventions)
         with torch.no_grad():
-            prediction = network(torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).to(device))
+            prediction = network(x, None if one_hot is None else one_hot.float().to(device))
         outputs = {
             "gpgmnet": prediction.clamp(0.0, 1.0).cpu().numpy(),
             "bicubic": np.clip(bicubic_baseline(lr, scale), 0.0, 1.0),
@@ -235,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --scenes: only this part of the split (default: every image)")
     parser.add_argument("--split-file", type=Path, default=data.SPLIT_FILE)
     parser.add_argument("--limit", type=int, help="with --kim: only the first LIMIT frames")
+    parser.add_argument("--grading", choices=gradings.NAMES, default=gradings.DEFAULT,
+                        help="with --scenes: grade the SDR inputs this way (gpgmnet.gradings); the network is told "
+                        "the same preset (default %(default)s)")
+    parser.add_argument("--compressed", action="store_true",
+                        help="with --scenes: put each LR input through H.264 (libx264, CRF 28) first")
+    parser.add_argument("--matrix", type=Path,
+                        help="with --scenes: instead of one table, the cross-grading matrix (every grading, clean and "
+                        "H.264 CRF 28; PSNR and Delta E_ITP of GPGMNet with the matching preset beside the baseline) "
+                        "as Markdown here, and as JSON beside it")
     parser.add_argument("--cache-dir", type=Path, help="reuse/keep formed pairs under this cache root")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -252,8 +269,41 @@ def _items(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray, np.nda
             items.append((f"frame {index + 1:03d}", lr, hr))
         return items, f"Kim et al. test set ({args.kim})"
     paths = data.split_files(args.scenes, args.split, args.split_file)
-    samples = data.render_validation_set(paths, args.scale, args.crop, args.cache_dir, use_cache=args.cache_dir is not None)
-    return [(s.name, s.lr, s.hr) for s in samples], f"{args.scenes} ({args.split})"
+    samples = data.render_validation_set(paths, args.scale, args.crop, args.cache_dir, use_cache=args.cache_dir is not None,
+                                         grading=args.grading, compressed=args.compressed)
+    how = f"{args.grading}{', H.264 CRF 28' if args.compressed else ''}"
+    return [(s.name, s.lr, s.hr) for s in samples], f"{args.scenes} ({args.split}, {how})"
+
+
+MATRIX_METRICS = ("psnr", "delta_e_itp")
+
+
+def cross_grading_matrix(args: argparse.Namespace, network: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    """Mean PSNR and Delta E_ITP of GPGMNet (told the matching preset) and of the baseline, per grading x {clean, H.264}."""
+    cells: dict[str, Any] = {}
+    for grading in gradings.NAMES:
+        for compressed in (False, True):
+            args.grading, args.compressed = grading, compressed
+            items, _ = _items(args)
+            means = averages(score(items, network, args.scale, device, progress=not args.quiet, convention=grading))
+            cells[grading + ("+h264" if compressed else "")] = {
+                method: {key: means[method][key] for key in MATRIX_METRICS} for method in METHODS
+            }
+    return cells
+
+
+def matrix_markdown(cells: dict[str, Any], title: str) -> str:
+    """Rows: the method (GPGMNet with the column's preset, the baseline); columns: grading, clean and H.264."""
+    names = list(cells)
+    lines = [f"### {title}", "", "| | " + " | ".join(f"`{n}`" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for method in METHODS:
+        for key, label in (("psnr", "PSNR dB"), ("delta_e_itp", "ΔE ITP")):
+            values = " | ".join(_cell(cells[n][method][key], "{:.2f}") for n in names)
+            lines.append(f"| {METHOD_LABELS[method]} {label} | {values} |")
+    gains = " | ".join(f"{cells[n]['gpgmnet']['psnr'] - cells[n]['bicubic']['psnr']:+.2f}" for n in names)
+    lines.append(f"| **GPGMNet − baseline, dB** | {gains} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,6 +320,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise data.DataError(f"device {args.device!r} asked for, but CUDA is not available here")
         network, meta = load_network(args.checkpoint, args.scale)
         started = time.perf_counter()
+        if args.matrix is not None:
+            if args.scenes is None:
+                raise data.DataError("--matrix needs --scenes")
+            cells = cross_grading_matrix(args, network, device)
+            title = (f"x{args.scale}, {args.scenes} ({args.split}), GPGMNet from {meta.get('source', 'untrained')} "
+                     f"(step {meta.get('step', 0)}), crop {args.crop or 'none'}")
+            table = matrix_markdown(cells, title)
+            print(table)
+            args.matrix.parent.mkdir(parents=True, exist_ok=True)
+            args.matrix.write_text(table)
+            args.matrix.with_suffix(".json").write_text(json.dumps(_json_safe(
+                {"title": title, "cells": cells, "seconds": round(time.perf_counter() - started, 2)}), indent=2) + "\n")
+            return 0
         items, source = _items(args)
         pictures: list[ScenePictures] | None = [] if args.figure is not None else None
         rows = score(items, network, args.scale, device, progress=not args.quiet, pictures=pictures)

@@ -113,7 +113,7 @@ def render_bt2446a(linear: NDArray[np.float64], variation: GradingVariation) -> 
 
 BT2446C_CROSSTALK = 0.05
 BT2446C_K1, BT2446C_K3 = 0.83802, 0.74204
-BT2446C_INFLECTION_SDR = 58.5  # per cent of SDR white where the linear part ends
+BT2446C_INFLECTION_SDR = 100.0 * 0.8**2.4  # % of SDR white where the linear part ends (80 % signal; the Report's "58.5")
 
 
 def bt2446c_curve(y_hdr_cd_m2: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -121,7 +121,9 @@ def bt2446c_curve(y_hdr_cd_m2: NDArray[np.float64]) -> NDArray[np.float64]:
 
     Linear ``k1 Y`` up to ``Y_ip = 58.5 / k1`` cd/m^2, then
     ``k2 ln(Y / Y_ip - k3) + k4``; k2 and k4 follow from continuity of value
-    and slope at ``Y_ip`` (k2 = 15.09968, k4 = 78.99439 as published).
+    and slope at ``Y_ip`` (k2 = 15.09968, k4 = 78.99439 as published). The
+    Report's 58.5 is 100 x 0.8^2.4 = 58.535 rounded; the published k2 and k4
+    come from the unrounded value (58.5 itself would give 15.09066, 78.94710).
     """
     y_ip = BT2446C_INFLECTION_SDR / BT2446C_K1
     k2 = BT2446C_K1 * y_ip * (1.0 - BT2446C_K3)
@@ -176,7 +178,12 @@ def _opencv_tonemap(operator: Any, linear: NDArray[np.float64], variation: Gradi
     rgb = np.maximum(_linear_bt709_relative(linear * variation.exposure), 1e-6).astype(np.float32)
     if rgb.ndim != 3:
         raise ValueError(f"OpenCV tone mapping needs an H x W x 3 image, got shape {rgb.shape}")
-    mapped = operator.process(np.ascontiguousarray(rgb[..., ::-1]))[..., ::-1]  # OpenCV is BGR
+    bgr = np.ascontiguousarray(rgb[..., ::-1])  # OpenCV is BGR
+    if isinstance(operator, cv2.TonemapMantiuk) and np.ptp(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)) == 0:
+        # No contrast at all (a flat or black frame): OpenCV's Mantiuk solver asserts on its 0/0
+        # step, though the solution is its start (the input); what remains is its linear normalisation.
+        operator = cv2.createTonemap(gamma=1.0)
+    mapped = operator.process(bgr)[..., ::-1]
     light = np.clip(np.nan_to_num(mapped.astype(np.float64), nan=0.0), 0.0, 1.0) * SDR_PEAK_CD_M2
     return colour.bt1886_inverse_eotf(light, lw=SDR_PEAK_CD_M2)
 

@@ -32,6 +32,10 @@ to [0, 1] by the caller first (``test_mat.m`` does ``min(max(pred, 0), 1)``).
   highlights go above 100) -> XYZ (BT.2020 primaries, D65) ->
   ``skimage.color.xyz2lab`` (D65, 2 degrees). The per-pixel Euclidean distance
   (Delta E*ab 1976) and |Delta L*| are averaged over pixels.
+* :func:`delta_e_itp` -- the mean Delta E_ITP of Recommendation ITU-R
+  BT.2124-0 (01/2019) over pixels, in its ICtCp colour space of ITU-R
+  BT.2100-2 (07/2018) Table 6 (PQ). Unlike the other functions it takes the
+  10-bit codes themselves (0..1023, not / 1023); :func:`all_metrics` scales.
 """
 
 from __future__ import annotations
@@ -47,7 +51,10 @@ from skimage.metrics import structural_similarity
 
 from gpgmnet import colour
 
-__all__ = ["psnr", "ssim", "mpsnr", "ms_ssim", "hdr10_to_lab", "lab_errors", "all_metrics", "METRIC_NAMES"]
+__all__ = [
+    "psnr", "ssim", "mpsnr", "ms_ssim", "hdr10_to_lab", "lab_errors", "hdr10_codes_to_ictcp", "delta_e_itp",
+    "all_metrics", "METRIC_NAMES",
+]
 
 SSIM_SETTINGS: dict[str, Any] = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "K1": 0.01, "K2": 0.03}
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -55,7 +62,7 @@ MPSNR_EXPOSURES = (-3, 3)
 LAB_WHITE_CD_M2 = colour.SDR_REFERENCE_WHITE_CD_M2
 CODE_SCALE = 1023.0
 
-METRIC_NAMES = ("psnr", "ssim", "mpsnr", "ms_ssim", "lab_l2", "l_l2")
+METRIC_NAMES = ("psnr", "ssim", "mpsnr", "ms_ssim", "lab_l2", "l_l2", "delta_e_itp")
 """The keys of :func:`all_metrics`, in table order."""
 
 # The colour module has no public RGB -> XYZ matrix; its private helper is the one implementation.
@@ -187,8 +194,58 @@ def lab_errors(ref: NDArray[Any], dist: NDArray[Any]) -> tuple[float, float]:
     return float(np.mean(np.sqrt(np.sum(diff**2, axis=-1)))), float(np.mean(np.abs(diff[..., 0])))
 
 
+# ITU-R BT.2100-2 Table 6 (ICtCp, PQ): linear BT.2020 RGB -> LMS, and PQ-encoded L'M'S' -> ICtCp; both / 4096.
+ICTCP_RGB_TO_LMS = np.array([[1688, 2146, 262], [683, 2951, 462], [99, 309, 3688]], dtype=np.float64) / 4096.0
+ICTCP_LMS_P_TO_ICTCP = (
+    np.array([[2048, 2048, 0], [6610, -13613, 7003], [17933, -17390, -543]], dtype=np.float64) / 4096.0
+)
+ICTCP_RGB_TO_LMS.setflags(write=False)
+ICTCP_LMS_P_TO_ICTCP.setflags(write=False)
+DELTA_E_ITP_SCALE = 720.0
+"""ITU-R BT.2124-0: 720 scales the ITP distance so that 1 is about one just-noticeable difference."""
+
+
+def hdr10_codes_to_ictcp(codes: NDArray[Any]) -> NDArray[np.float64]:
+    """10-bit narrow-range BT.2020 PQ Y'CbCr codes (..., 3) -> ICtCp (ITU-R BT.2100-2, PQ), float64.
+
+    Codes -> R'G'B' (:func:`gpgmnet.colour.codes_to_rgb`, BT.2020, 10 bits),
+    clipped to [0, 1] -> PQ EOTF (:func:`gpgmnet.colour.pq_eotf`, absolute
+    cd/m^2) -> LMS (BT.2100-2 Table 6: (1688, 2146, 262; 683, 2951, 462; 99,
+    309, 3688) / 4096) -> PQ inverse EOTF of the absolute LMS
+    (:func:`gpgmnet.colour.pq_inverse_eotf`) -> I = (L' + M') / 2,
+    Ct = (6610 L' - 13613 M' + 7003 S') / 4096,
+    Cp = (17933 L' - 17390 M' - 543 S') / 4096.
+    """
+    c = np.asarray(codes, dtype=np.float64)
+    if c.ndim == 0 or c.shape[-1] != 3:
+        raise ValueError(f"need a trailing channel axis of 3 codes, got shape {c.shape}")
+    rgb_pq = np.clip(colour.codes_to_rgb(c, colour.BT2020, 10), 0.0, 1.0)
+    lms = colour.pq_eotf(rgb_pq) @ ICTCP_RGB_TO_LMS.T
+    return np.asarray(colour.pq_inverse_eotf(lms) @ ICTCP_LMS_P_TO_ICTCP.T, dtype=np.float64)
+
+
+def delta_e_itp(hdr_codes_a: NDArray[Any], hdr_codes_b: NDArray[Any]) -> float:
+    """Mean Delta E_ITP (Recommendation ITU-R BT.2124-0) between two HDR10 images given as 10-bit codes.
+
+    Each argument is an H x W x 3 array (float or integer) of 10-bit
+    narrow-range BT.2020 PQ Y'CbCr codes, 0..1023 -- the metrics' usual
+    normalised codes times 1023 (:data:`CODE_SCALE`). Both become ICtCp by
+    :func:`hdr10_codes_to_ictcp` (ITU-R BT.2100-2 Table 6, PQ, absolute
+    luminance: the display is assumed to show the PQ signal as coded, up to
+    10000 cd/m^2); BT.2124-0 then takes ITP with T = 0.5 Ct and I, P as they
+    are, and Delta E_ITP = 720 sqrt(Delta I^2 + Delta T^2 + Delta P^2) per
+    pixel, which is averaged here over the pixels. 1 is roughly one
+    just-noticeable difference; identical images give 0.
+    """
+    a, b = _pair(hdr_codes_a, hdr_codes_b)
+    diff = hdr10_codes_to_ictcp(a) - hdr10_codes_to_ictcp(b)
+    diff[..., 1] *= 0.5
+    return float(np.mean(DELTA_E_ITP_SCALE * np.sqrt(np.sum(diff**2, axis=-1))))
+
+
 def all_metrics(ref: NDArray[Any], dist: NDArray[Any]) -> dict[str, float]:
-    """Every metric of :data:`METRIC_NAMES` for one image pair."""
+    """Every metric of :data:`METRIC_NAMES` for one pair of normalised-code images (codes / 1023)."""
+    ref, dist = _pair(ref, dist)
     lab, l_only = lab_errors(ref, dist)
     return {
         "psnr": psnr(ref, dist),
@@ -197,4 +254,5 @@ def all_metrics(ref: NDArray[Any], dist: NDArray[Any]) -> dict[str, float]:
         "ms_ssim": ms_ssim(ref, dist),
         "lab_l2": lab,
         "l_l2": l_only,
+        "delta_e_itp": delta_e_itp(ref * CODE_SCALE, dist * CODE_SCALE),
     }

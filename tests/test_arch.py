@@ -264,3 +264,102 @@ def test_package_import_is_torch_free_until_gpgmnet_is_accessed() -> None:
         cwd=Path(__file__).resolve().parents[1],
     )
     assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------
+# conditioning on the SDR convention (gpgmnet.gradings)
+
+K_CONVENTIONS = 7  # len(gpgmnet.contract.CONVENTIONS)
+
+
+def narrow(scale: int, **kwargs: object) -> GPGMNet:
+    """A 16-wide, 2-module GPGMNet: the conditioning logic does not depend on the width, and this is fast."""
+    return GPGMNet(scale=scale, num_features=16, num_modules=2, **kwargs)  # type: ignore[arg-type]
+
+
+def modulation_linears(net: torch.nn.Module) -> list[torch.nn.Linear]:
+    """Every GSMB/GFM scale and shift mapping of V_g'."""
+    return [m for name, m in net.named_modules()
+            if isinstance(m, torch.nn.Linear) and name.endswith(("scale_mapping", "shift_mapping"))]
+
+
+def one_hot(indices: list[int], k: int = K_CONVENTIONS) -> torch.Tensor:
+    out = torch.zeros(len(indices), k)
+    out[torch.arange(len(indices)), torch.tensor(indices)] = 1.0
+    return out
+
+
+@pytest.mark.parametrize(("scale", "paper_count"), [(2, 777_559), (4, 925_271)])
+def test_conditioning_adds_exactly_the_new_linear_columns(scale: int, paper_count: int) -> None:
+    assert count_params(GPGMNet(scale=scale)) == paper_count
+    assert count_params(GPGMNet(scale=scale, conventions=0)) == paper_count
+    channels, modules = 64, 5
+    # Each JMRM has two Linear maps of V_g' (scale and shift), each gaining K input columns of C rows.
+    expected = paper_count + 2 * modules * channels * K_CONVENTIONS
+    assert count_params(GPGMNet(scale=scale, conventions=K_CONVENTIONS)) == expected
+    assert expected - paper_count == 4_480
+    small = GPGMNet(scale=scale, num_features=16, num_modules=2, conventions=3)
+    assert count_params(small) - count_params(GPGMNet(scale=scale, num_features=16, num_modules=2)) == 2 * 2 * 16 * 3
+
+
+@pytest.mark.parametrize("modulation", ["gsmb", "gfm"])
+def test_conditioned_network_output_and_default_convention(modulation: str) -> None:
+    net = narrow(2, modulation=modulation, conventions=K_CONVENTIONS).eval()
+    x = torch.rand(3, 3, *SMALL)
+    with torch.no_grad():
+        implicit = net(x)
+        explicit = net(x, one_hot([0, 0, 0]))  # index 0 is bt2446a, the default
+    assert implicit.shape == (3, 3, 2 * SMALL[0], 2 * SMALL[1]) and torch.isfinite(implicit).all()
+    assert torch.equal(implicit, explicit)
+
+
+def test_conventions_change_the_output_only_through_the_new_columns() -> None:
+    net = narrow(4, conventions=K_CONVENTIONS).eval()
+    x = torch.rand(1, 3, 12, 16).repeat(K_CONVENTIONS, 1, 1, 1)  # one image, every convention
+    with torch.no_grad():
+        outputs = net(x, torch.eye(K_CONVENTIONS))
+    for i in range(1, K_CONVENTIONS):
+        assert (outputs[i] - outputs[0]).abs().max() > 1e-4, i
+    # The batch items do not mix: item i equals the same image run alone with convention i.
+    with torch.no_grad():
+        alone = net(x[:1], one_hot([3]))
+    torch.testing.assert_close(outputs[3:4], alone, rtol=0, atol=1e-5)
+    # With the convention columns zeroed, the convention cannot matter any more.
+    with torch.no_grad():
+        linears = modulation_linears(net)
+        assert len(linears) == 2 * 2
+        for linear in linears:
+            linear.weight[:, -K_CONVENTIONS:] = 0.0
+        zeroed = net(x, torch.eye(K_CONVENTIONS))
+    for i in range(1, K_CONVENTIONS):
+        torch.testing.assert_close(zeroed[i], zeroed[0], rtol=0, atol=1e-6)
+
+
+def test_conventions_reach_the_gradients() -> None:
+    net = narrow(2, conventions=K_CONVENTIONS).train()
+    x = torch.rand(2, 3, 10, 12)
+    torch.nn.functional.mse_loss(net(x, one_hot([1, 6])), torch.rand(2, 3, 20, 24)).backward()
+    grad = modulation_linears(net)[0].weight.grad
+    assert grad is not None
+    new_columns = grad[:, -K_CONVENTIONS:]
+    assert new_columns[:, 1].abs().max() > 0 and new_columns[:, 6].abs().max() > 0
+    assert torch.equal(new_columns[:, [0, 2, 3, 4, 5]], torch.zeros(16, 5))  # conventions not in the batch
+
+
+@pytest.mark.parametrize("shape", [(2, 6), (1, 7), (2, 7, 1), (7,)])
+def test_convention_of_the_wrong_shape_is_refused(shape: tuple[int, ...]) -> None:
+    net = narrow(2, conventions=K_CONVENTIONS).eval()
+    with pytest.raises(ValueError, match="convention must be N x 7"):
+        net(torch.rand(2, 3, 4, 4), torch.zeros(shape))
+
+
+def test_conventions_need_a_prior_vector() -> None:
+    with pytest.raises(ValueError, match="sft"):
+        GPGMNet(modulation="sft", conventions=K_CONVENTIONS)
+    with pytest.raises(ValueError, match=">= 0"):
+        GPGMNet(conventions=-1)
+    plain = narrow(2).eval()
+    assert plain.conventions == 0
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(plain(x), plain(x, None))

@@ -237,8 +237,9 @@ def test_training_crops_are_aligned_and_flipped_together() -> None:
     lr_full, hr_full = pair.network_input(), pair.target()
     flips_seen = set()
     for step in range(3):
-        lr, hr = batches[step]
+        lr, hr, grading = batches[step]
         assert lr.shape == (8, 3, 8, 8) and hr.shape == (8, 3, 32, 32)
+        assert torch.equal(grading, torch.zeros(8, dtype=torch.int64))  # form_pair's default grading, bt2446a
         for b, ref in enumerate(batches.refs(step)):
             assert ref.top % 2 == 0 and ref.left % 2 == 0
             window_lr = (slice(None), slice(ref.top, ref.top + 8), slice(ref.left, ref.left + 8))
@@ -359,7 +360,7 @@ def test_validation_set_is_rendered_once_and_refreshed_when_the_image_changes(
 ) -> None:
     paths = data.split_files(synthetic_dir, "val", synthetic_dir / "split.json")
     first = data.render_validation_set(paths, 4, crop=48, cache_dir=tmp_path / "cache")
-    assert (tmp_path / "cache" / "val_x4" / "scene4.hdr.0.npz").is_file()
+    assert (tmp_path / "cache" / "val_x4" / "scene4.hdr.bt2446a.0.npz").is_file()
     assert first[0].lr.shape == (1, 3, 12, 12) and first[0].hr.shape == (1, 3, 48, 48)
 
     def no_reading(path: Path) -> data.Scene:
@@ -408,7 +409,7 @@ def test_validation_scenes_never_enter_training(synthetic_dir: Path, tmp_path: P
     assert batches.names == ["scene0", "scene1", "scene2", "scene3"]
     assert all(len(v) == 2 for v in batches.inputs)
     assert sorted(p.name for p in (tmp_path / "cache" / "train_x2").iterdir()) == [
-        f"scene{i}.hdr.{k}.npz" for i in range(4) for k in range(2)
+        f"scene{i}.hdr.bt2446a.{k}.npz" for i in range(4) for k in range(2)
     ]
 
 
@@ -487,7 +488,8 @@ def test_kim_training_files(tmp_path: Path, scale: int) -> None:
     batches = data.KimPatchBatches(pairs, batch_size=16, seed=0, validation=4)
     drawn: set[int] = set()
     for step in range(5):
-        lr_batch, hr_batch = batches[step]
+        lr_batch, hr_batch, grading_batch = batches[step]
+        assert torch.equal(grading_batch, torch.zeros(16, dtype=torch.int64))  # Kim et al.'s SDR: bt2446a
         assert lr_batch.shape == (16, 3, 8, 10) and hr_batch.shape == (16, 3, 8 * scale, 10 * scale)
         drawn.update(round(v) - 100 for v in (lr_batch[:, 0, 0, 0] * 255.0).tolist())
         # HR and LR of one batch item come from the same patch (and the same flips)
@@ -522,3 +524,99 @@ def test_kim_test_files_and_errors(tmp_path: Path) -> None:
         data.kim_test_pairs(tmp_path, 2)
     with pytest.raises(data.DataError, match="not more than the 500 validation"):
         data.KimPatchBatches(pairs, batch_size=2, seed=0)
+
+
+# --------------------------------------------------------------------------
+# graded, codec-degraded renditions
+
+CONVENTION_NAMES = ("bt2446a", "bt2408", "bt2446c", "reinhard", "drago", "mantiuk", "hable")  # the served order
+CODEC_PREFIXES = ("libx264 crf ", "libx265 crf ", "jpeg q")
+
+
+def test_graded_renditions_cover_every_grading_and_degrade_half() -> None:
+    master = data.form_pair(scene(textured_scene(64, 64, seed=3)), 4)
+    renditions = data.graded_renditions(master, np.random.default_rng(0))
+    assert [r.grading for r in renditions] == [name for name in CONVENTION_NAMES for _ in range(2)]
+    for index, rendition in enumerate(renditions):
+        assert rendition.hdr_codes is master.hdr_codes  # one ground truth, shared
+        assert rendition.lr_i420.shape == master.lr_i420.shape and rendition.lr_i420.dtype == np.uint8
+        assert (rendition.name, rendition.scale, rendition.gain) == (master.name, master.scale, master.gain)
+        if index % 2:
+            assert rendition.degradation.startswith(CODEC_PREFIXES), rendition.degradation
+        else:
+            assert rendition.degradation == ""
+    assert sum(bool(r.degradation) for r in renditions) == len(renditions) // 2
+    luma = {r.grading: colour.unpack_i420(r.lr_i420)[0].astype(int) for r in renditions[::2]}
+    assert not np.array_equal(luma["bt2446a"], luma["hable"]) and not np.array_equal(luma["bt2408"], luma["mantiuk"])
+    # The clean bt2446a rendition is the paper's formation up to its random grading variation.
+    paper = colour.unpack_i420(master.lr_i420)[0].astype(int)
+    assert 0 < np.abs(luma["bt2446a"] - paper).mean() < 20
+    again = data.graded_renditions(master, np.random.default_rng(0))
+    assert all(np.array_equal(a.lr_i420, b.lr_i420) and a.degradation == b.degradation for a, b in zip(renditions, again))
+    only = data.graded_renditions(master, np.random.default_rng(1), names=("bt2408",))
+    assert [r.grading for r in only] == ["bt2408", "bt2408"]
+
+
+def test_graded_batches_carry_each_patchs_grading_index() -> None:
+    masters = [data.form_pair(scene(textured_scene(64, 64, seed=s), f"s{s}"), 4) for s in (4, 5)]
+    rng = np.random.default_rng(7)
+    pairs = [data.graded_renditions(m, rng) for m in masters]
+    batches = data.ScenePatchBatches(pairs, batch_size=48, hr_patch=32, seed=2)
+    drawn = []
+    for step in range(25):
+        item = batches[step]
+        assert len(item) == 3
+        lr, hr, grading = item
+        assert lr.shape == (48, 3, 8, 8) and hr.shape == (48, 3, 32, 32)
+        assert grading.dtype == torch.int64 and grading.shape == (48,)
+        assert 0 <= int(grading.min()) and int(grading.max()) < len(CONVENTION_NAMES)
+        for b, ref in enumerate(batches.refs(step)):
+            rendition = pairs[ref.scene][ref.variant]
+            assert CONVENTION_NAMES[int(grading[b])] == rendition.grading
+            expected = rendition.network_input()[:, ref.top : ref.top + 8, ref.left : ref.left + 8]
+            if ref.flip_w:
+                expected = expected[:, :, ::-1]
+            if ref.flip_h:
+                expected = expected[:, ::-1]
+            np.testing.assert_array_equal(lr[b].numpy(), expected)  # the LR patch is that rendition's
+        drawn += grading.tolist()
+    counts = np.bincount(drawn, minlength=len(CONVENTION_NAMES)) / len(drawn)
+    weights = np.array([data.GRADING_WEIGHTS[name] for name in CONVENTION_NAMES])
+    np.testing.assert_allclose(counts, weights / weights.sum(), atol=0.04)
+
+
+def test_graded_training_pairs_are_formed_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_hdr(tmp_path / "scene.hdr", textured_scene(64, 96, seed=8))
+    cache = tmp_path / "cache"
+    (first,) = data.graded_training_pairs([path], 4, variants=1, cache_dir=cache, seed=0)
+    assert len(first) == 2 * len(CONVENTION_NAMES)
+    assert (cache / "scene.hdr.graded.npz").is_file()
+    assert first[0].lr_i420.shape == (16 * 3 // 2, 24) and first[0].hdr_codes.shape == (64, 96, 3)
+
+    def no_reading(path: Path) -> data.Scene:
+        raise AssertionError(f"{path} was read although it is cached")
+
+    monkeypatch.setattr(data, "read_scene", no_reading)
+    (second,) = data.graded_training_pairs([path], 4, variants=1, cache_dir=cache, seed=0)
+    for a, b in zip(first, second, strict=True):
+        assert (a.grading, a.degradation, a.gain) == (b.grading, b.degradation, b.gain)
+        np.testing.assert_array_equal(a.lr_i420, b.lr_i420)
+        np.testing.assert_array_equal(a.hdr_codes, b.hdr_codes)
+
+
+def test_validation_set_per_grading_and_its_h264_twin(synthetic_dir: Path, tmp_path: Path) -> None:
+    paths = data.split_files(synthetic_dir, "val", synthetic_dir / "split.json")
+    cache = tmp_path / "cache"
+    clean = data.render_validation_set(paths, 4, crop=48, cache_dir=cache)
+    twin = data.render_validation_set(paths, 4, crop=48, cache_dir=cache, compressed=True)
+    other = data.render_validation_set(paths, 4, crop=48, cache_dir=cache, grading="bt2408")
+    assert (clean[0].grading, clean[0].compressed) == ("bt2446a", False)
+    assert (twin[0].grading, twin[0].compressed) == ("bt2446a", True)
+    assert other[0].grading == "bt2408"
+    for samples in (twin, other):
+        np.testing.assert_array_equal(samples[0].hr, clean[0].hr)  # one ground truth
+        assert samples[0].lr.shape == clean[0].lr.shape and not np.array_equal(samples[0].lr, clean[0].lr)
+    mse = float(np.mean((twin[0].lr[0, 0] * 255.0 - clean[0].lr[0, 0] * 255.0) ** 2))
+    assert 0 < mse and 10 * np.log10(255.0**2 / mse) > 25.0  # CRF 28: visibly coded, the same picture
+    names = sorted(p.name for p in (cache / "val_x4").iterdir())
+    assert names == ["scene4.hdr.bt2408.0.npz", "scene4.hdr.bt2446a.0.npz", "scene4.hdr.bt2446a.h264.0.npz"]

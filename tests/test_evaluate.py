@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,84 @@ def test_lab_of_hdr10() -> None:
     assert metrics.lab_errors(grey, grey) == (0.0, 0.0)
 
 
+def colour_science_delta_e_itp(codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:
+    """Per-pixel Delta E_ITP by colour-science alone (no gpgmnet.colour): its Y'CbCr decoding, ST 2084, ICtCp."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # colour-science warns about optional dependencies it does not find
+        cs = pytest.importorskip("colour")
+
+    def ictcp(codes: np.ndarray) -> np.ndarray:
+        # a copy: colour-science 0.4.6's YCbCr_to_RGB rescales a float64 input in place
+        rgb_pq = cs.YCbCr_to_RGB(np.array(codes, dtype=np.float64), K=cs.WEIGHTS_YCBCR["ITU-R BT.2020"],
+                                 in_bits=10, in_legal=True, in_int=True)  # fmt: skip
+        light = cs.models.eotf_ST2084(np.clip(rgb_pq, 0.0, 1.0))  # absolute cd/m^2
+        return np.asarray(cs.RGB_to_ICtCp(light, method="ITU-R BT.2100-2 PQ"))
+
+    return np.asarray(cs.difference.delta_E_ITP(ictcp(codes_a), ictcp(codes_b)))
+
+
+def neutral_codes(pq_signal: np.ndarray) -> np.ndarray:
+    """10-bit narrow-range codes (unrounded) of neutral pixels with these PQ signals."""
+    e = np.asarray(pq_signal, dtype=np.float64)
+    return np.stack([64.0 + 876.0 * e, np.full_like(e, 512.0), np.full_like(e, 512.0)], axis=-1)
+
+
+def test_delta_e_itp_matches_colour_science_on_random_codes() -> None:
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 1024, (24, 20, 3))  # every code, out-of-gamut colours (clipped R'G'B') included
+    b = np.clip(a + rng.integers(-40, 41, a.shape), 0, 1023)
+    expected = colour_science_delta_e_itp(a, b)
+    assert metrics.delta_e_itp(a, b) == pytest.approx(float(expected.mean()), rel=1e-6)
+    # legal-range HDR10 codes, as the masters hold, and float codes
+    c = 64.0 + 876.0 * random_yuv((30, 28), 8)
+    c[..., 1:] = 64.0 + 896.0 * random_yuv((30, 28), 9)[..., 1:]
+    d = c + rng.normal(0.0, 3.0, c.shape)
+    assert metrics.delta_e_itp(c, d) == pytest.approx(float(colour_science_delta_e_itp(c, d).mean()), rel=1e-6)
+    assert metrics.delta_e_itp(a, b) == metrics.delta_e_itp(a.astype(np.float32), b.astype(np.float64))
+
+
+def test_ictcp_of_hdr10_codes() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cs = pytest.importorskip("colour")
+    rng = np.random.default_rng(11)
+    codes = rng.uniform(64.0, 940.0, (50, 3))
+    rgb_pq = cs.YCbCr_to_RGB(codes.copy(), K=cs.WEIGHTS_YCBCR["ITU-R BT.2020"], in_bits=10, in_legal=True, in_int=True)
+    expected = cs.RGB_to_ICtCp(cs.models.eotf_ST2084(np.clip(rgb_pq, 0.0, 1.0)), method="ITU-R BT.2100-2 PQ")
+    np.testing.assert_allclose(metrics.hdr10_codes_to_ictcp(codes), expected, rtol=0.0, atol=1e-9)
+    # neutrals: L = M = S = Y (each LMS row sums to 4096), so I is the PQ signal and Ct = Cp = 0
+    grey = metrics.hdr10_codes_to_ictcp(neutral_codes(np.array([0.0, 0.25, 0.58, 1.0])))
+    black = colour.PQ_C1**colour.PQ_M2  # the PQ signal of 0 cd/m^2 is c1^m2 = 7.3e-7, not 0
+    np.testing.assert_allclose(grey, [[black, 0, 0], [0.25, 0, 0], [0.58, 0, 0], [1.0, 0, 0]], rtol=0.0, atol=1e-12)
+
+
+def test_delta_e_itp_structured_cases() -> None:
+    image = 64.0 + 876.0 * random_yuv((16, 16), 10)
+    assert metrics.delta_e_itp(image, image) == 0.0
+    # a neutral luminance step of 0.01 in PQ: Delta I = 0.01, Delta T = Delta P = 0 -> 7.2
+    dark, light = neutral_codes(np.full((4, 6), 0.50)), neutral_codes(np.full((4, 6), 0.51))
+    assert metrics.delta_e_itp(dark, light) == pytest.approx(7.2, rel=1e-9)
+    assert metrics.delta_e_itp(light, dark) == pytest.approx(7.2, rel=1e-9)
+    # one 10-bit luma code on a neutral: 720 / 876
+    assert metrics.delta_e_itp(dark, dark + [1.0, 0.0, 0.0]) == pytest.approx(720.0 / 876.0, rel=1e-9)
+    # 100 -> 200 cd/m^2 over the left half only: the mean over pixels is half the per-pixel difference
+    e100, e200 = float(colour.pq_inverse_eotf(100.0)), float(colour.pq_inverse_eotf(200.0))
+    left_step = np.full((4, 6), e100)
+    left_step[:, :3] = e200
+    half = metrics.delta_e_itp(neutral_codes(np.full((4, 6), e100)), neutral_codes(left_step))
+    assert half == pytest.approx(0.5 * 720.0 * (e200 - e100), rel=1e-9)
+    assert 720.0 * (e200 - e100) == pytest.approx(  # and colour-science agrees on the step's size
+        float(colour_science_delta_e_itp(neutral_codes(np.array([e100])), neutral_codes(np.array([e200])))[0]),
+        rel=1e-6)  # fmt: skip
+    # a chroma-only change is seen too, and the normalised entry point of all_metrics scales by 1023
+    tinted = dark + [0.0, 20.0, -20.0]
+    assert metrics.delta_e_itp(dark, tinted) > 1.0
+    both = metrics.all_metrics(dark / 1023.0, tinted / 1023.0)
+    assert both["delta_e_itp"] == pytest.approx(metrics.delta_e_itp(dark, tinted), rel=1e-12)
+    with pytest.raises(ValueError, match="H x W x 3"):
+        metrics.delta_e_itp(dark, dark[:2])
+
+
 # --------------------------------------------------------------------------
 # baseline
 
@@ -192,7 +271,7 @@ def test_evaluate_two_scenes(
     assert picture.shape == (round(3.4 * 2 * 80), round(3.2 * 4 * 80), 3)
     assert picture.std() > 20.0, "the figure is blank"
     assert "| alpha | GPGMNet |" in table and "| beta | bicubic + BT.2408 |" in table
-    assert "**mean (2)**" in table and "mPSNR (dB)" in table and "L*a*b* L2" in table
+    assert "**mean (2)**" in table and "mPSNR (dB)" in table and "L*a*b* L2" in table and "ΔE ITP" in table
     document = json.loads(out_json.read_text())
     assert document["scale"] == 4 and document["checkpoint"] == str(checkpoints[4])
     assert [s["name"] for s in document["scenes"]] == ["alpha", "beta"]
@@ -205,6 +284,7 @@ def test_evaluate_two_scenes(
     base = document["mean"]["bicubic"]
     assert 20.0 < base["psnr"] < 50.0 and 0.6 < base["ssim"] <= 1.0 and 0.8 < base["ms_ssim"] <= 1.0
     assert base["mpsnr"] > 20.0 and 0.0 < base["l_l2"] <= base["lab_l2"] < 40.0
+    assert 0.0 < base["delta_e_itp"] < 100.0
 
 
 def test_evaluate_split_and_crop(tmp_path: Path, checkpoints: dict[int, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -278,9 +358,13 @@ def test_shipped_checkpoint_reproduces_its_recorded_evaluation(
     Also the issue's bar for x4: at least 9 dB mean PSNR over the classical baseline and a lower L*a*b* error.
     """
     weights = Path(__file__).resolve().parent.parent / "weights"
-    recorded = json.loads((weights / f"gpgmnet_x{scale}.json").read_text())["evaluation"]["mean"]
+    evaluation = json.loads((weights / f"gpgmnet_x{scale}.json").read_text())["evaluation"]
+    recorded = evaluation["mean"]
+    # The scenes the record covers (the split has grown since; the record stays comparable).
+    split_file = tmp_path / "recorded_split.json"
+    split_file.write_text(json.dumps({"train": [], "val": [row["name"] for row in evaluation["scenes"]]}))
     out = tmp_path / "eval.json"
-    argv = ["--scenes", str(hdr_scenes_dir), "--split", "val", "--scale", str(scale),
+    argv = ["--scenes", str(hdr_scenes_dir), "--split", "val", "--split-file", str(split_file), "--scale", str(scale),
             "--checkpoint", str(weights / f"gpgmnet_x{scale}.pt"), "--json", str(out), "--quiet"]  # fmt: skip
     assert evaluate.main(argv) == 0
     capsys.readouterr()

@@ -208,3 +208,108 @@ def test_sigterm_saves_a_resumable_checkpoint(scenes: Path, tmp_path: Path) -> N
     assert process.wait(timeout=60) == 130, seen + remaining
     assert "continue with --resume" in remaining
     assert read_checkpoint(out)["step"] >= 3
+
+
+# --------------------------------------------------------------------------
+# the SDR-convention condition
+
+CONVENTION_NAMES = ("bt2446a", "bt2408", "bt2446c", "reinhard", "drago", "mantiuk", "hable")  # the served order
+
+
+@pytest.fixture(scope="module")
+def paper_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GPGMNet]:
+    """A seeded paper-form x4 network (no conventions), saved the way sritm train saves one."""
+    torch.manual_seed(21)
+    network = GPGMNet(scale=4).eval()
+    path = tmp_path_factory.mktemp("paper") / "paper_x4.pt"
+    save_checkpoint(path, network, {"scale": 4}, 1234)
+    return path, network
+
+
+def test_conditioned_network_initialised_from_paper_form_starts_as_the_source(
+    paper_checkpoint: tuple[Path, GPGMNet],
+) -> None:
+    path, source = paper_checkpoint
+    torch.manual_seed(99)
+    target = GPGMNet(scale=4, conventions=len(CONVENTION_NAMES)).eval()
+    x = torch.rand(1, 3, 5, 7).repeat(len(CONVENTION_NAMES), 1, 1, 1)
+    every_convention = torch.eye(len(CONVENTION_NAMES))
+    with torch.no_grad():
+        expected = source(x)
+        assert (target(x, every_convention) - expected).abs().max() > 1e-3  # a fresh network differs
+    copied = train.initialise_from(target, path)
+    assert copied == len(source.state_dict())  # every tensor, the widened Linear weights included
+    with torch.no_grad():
+        actual = target(x, every_convention)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+    for i in range(1, len(CONVENTION_NAMES)):
+        torch.testing.assert_close(actual[i], actual[0], rtol=0, atol=1e-6)
+    source_state, target_state = source.state_dict(), target.state_dict()
+    widened = [k for k in source_state if source_state[k].shape != target_state[k].shape]
+    assert len(widened) == 2 * 5  # scale and shift mapping of each of the 5 JMRMs
+    for key in widened:
+        old, new = source_state[key], target_state[key]
+        assert new.shape == (old.shape[0], old.shape[1] + len(CONVENTION_NAMES))
+        assert torch.equal(new[:, : old.shape[1]], old) and torch.equal(new[:, old.shape[1] :], torch.zeros_like(new[:, old.shape[1] :]))
+    for key in source_state.keys() - set(widened):
+        assert torch.equal(target_state[key], source_state[key]), key
+
+
+def test_initialised_condition_columns_learn(paper_checkpoint: tuple[Path, GPGMNet]) -> None:
+    """The zero columns are a starting point, not a frozen part: one Adam step moves them."""
+    path, _ = paper_checkpoint
+    target = GPGMNet(scale=4, conventions=len(CONVENTION_NAMES)).train()
+    train.initialise_from(target, path)
+    optimizer = torch.optim.Adam(target.parameters(), lr=1e-3)
+    x = torch.rand(2, 3, 4, 4)
+    convention = train.convention_input(target, torch.tensor([1, 4]))
+    torch.nn.functional.mse_loss(target(x, convention), torch.rand(2, 3, 16, 16)).backward()
+    optimizer.step()
+    weight = target.get_submodule("body.2.modulation.shift_mapping").get_parameter("weight")
+    assert weight[:, -7:][:, [1, 4]].abs().max() > 0
+    assert torch.equal(weight[:, -7:][:, [0, 2, 3, 5, 6]], torch.zeros(64, 5))
+
+
+def test_convention_input_is_the_one_hot_of_the_grading_indices() -> None:
+    assert train.convention_input(GPGMNet(scale=2, num_features=8, num_modules=1), torch.tensor([0, 3])) is None
+    network = GPGMNet(scale=2, num_features=8, num_modules=1, conventions=len(CONVENTION_NAMES))
+    one_hot = train.convention_input(network, torch.tensor([6, 0, 1], dtype=torch.int32))
+    assert one_hot is not None and one_hot.dtype == torch.float32
+    assert torch.equal(one_hot, torch.tensor([[0, 0, 0, 0, 0, 0, 1], [1, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0]],
+                                             dtype=torch.float32))
+
+
+def test_autocast_dtype_follows_the_precision_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert train.autocast_dtype({"precision": "fp32"}, cpu) is None
+    assert train.autocast_dtype({"precision": "bf16"}, cpu) is torch.bfloat16
+    assert train.autocast_dtype({"precision": "bf16"}, cuda) is None  # autocast only on the CPU path
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    assert train.autocast_dtype({"precision": "auto"}, cpu) is torch.bfloat16
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    assert train.autocast_dtype({"precision": "auto"}, cpu) is None
+    monkeypatch.undo()
+    assert isinstance(train.cpu_has_bf16(), bool)
+    config = {**train.DEFAULTS, "precision": "fp16"}
+    with pytest.raises(train.TrainError, match="precision must be auto, bf16 or fp32"):
+        train.check_config(config)
+    with pytest.raises(train.TrainError, match="unknown val_gradings"):
+        train.check_config({**train.DEFAULTS, "val_gradings": ["bt2446a", "youtube"]})
+
+
+def test_graded_run_trains_a_conditioned_network(scenes: Path, tmp_path: Path) -> None:
+    out = tmp_path / "graded" / "ck.pt"
+    args = tiny_args(scenes, tmp_path / "cache", out, "--iterations", "1", "--set", "graded=true",
+                     "--set", 'val_gradings=["hable"]', "--set", "val_compressed=true",
+                     "--set", "exposure_variants=1", "--set", "precision=fp32")
+    assert train.main(args) == 0
+    payload = read_checkpoint(out)
+    assert payload["step"] == 1 and payload["config"] == {"scale": 4, "conventions": 7}
+    assert payload["conventions"] == list(CONVENTION_NAMES)
+    ((_, by_set),) = payload["val_by_set_history"]
+    assert set(by_set) == {"hable", "hable+h264"}
+    assert all(10.0 < p < 60.0 for p in by_set.values())
+    network, _ = load_network(out, 4)
+    assert network.conventions == 7
+    with torch.no_grad():
+        assert network(torch.rand(1, 3, 4, 4), torch.eye(7)[[5]]).shape == (1, 3, 16, 16)
