@@ -283,7 +283,7 @@ for name in ("sritm_preprocess", "sritm_postprocess"):
                              "model_repository": str(repository / name), "model_version": "1"})
 from gpgmnet import serving
 frame = np.random.default_rng(0).integers(0, 256, (24, 16), dtype=np.uint8)
-(lr,) = models["sritm_preprocess"].execute([Request(Tensor(names[0], frame))])[0].output_tensors
+lr, *_ = models["sritm_preprocess"].execute([Request(Tensor(names[0], frame))])[0].output_tensors
 residual = np.full((1, 3, 64, 64), 0.01, np.float32)
 (hdr,) = models["sritm_postprocess"].execute([Request(Tensor(names[1], lr.as_numpy()), Tensor(names[2], residual))])[0].output_tensors
 x = serving.network_input_from_i420(frame)
@@ -312,7 +312,7 @@ def test_torch_path_of_the_processors_matches_the_numpy_path(pb_utils, how):
     parameters = {} if on_gpu else {"torch_device": "cpu"}
     pre, post = processor("sritm_preprocess", **parameters), processor("sritm_postprocess", **parameters)
     frame = random_i420(18, 22, seed=5)
-    (lr,) = pre.execute([FakeRequest(FakeTensor(INPUT_NAME, torch.from_numpy(frame), on_gpu))])[0].output_tensors
+    lr, *_ = pre.execute([FakeRequest(FakeTensor(INPUT_NAME, torch.from_numpy(frame), on_gpu))])[0].output_tensors
     assert lr.name() == NETWORK_INPUT_NAME and lr.tensor().dtype == torch.float32
     np.testing.assert_array_equal(lr.tensor().numpy(), serving.network_input_from_i420(frame))
     residual = np.random.default_rng(2).normal(0, 0.05, (1, 3, 72, 88)).astype(np.float32)
