@@ -61,17 +61,21 @@ from loadkit import (
 
 from gpgmnet.contract import (
     INPUT_NAME,
+    NETWORK_CONDITION_NAME,
     NETWORK_INPUT_NAME,
     NETWORK_OUTPUT_NAME,
     PREPROCESS_MODEL,
     POSTPROCESS_MODEL,
+    Rendering,
     ensemble_name,
     network_model_name,
 )
-from gpgmnet.serving import network_input_from_i420
+from gpgmnet.serving import condition_one_hot, network_input_from_i420
 from gpgmnet.triton_server import ServerPorts, TritonServer, TritonServerError
 
 TARGETS = ("ensemble", "network")
+BT2446A = condition_one_hot(Rendering())
+"""The ``CONDITION`` the network target is sent: the default convention, as the ensemble sends it."""
 DISTINCT_FRAMES = 4
 # An ensemble answers before its steps' statistics are recorded: scrape a moment later.
 STATISTICS_SETTLE_S = 0.3
@@ -118,7 +122,9 @@ def make_caller(target: str, url: str, scale: int, size: tuple[int, int]) -> tup
     def call_network(index: int) -> None:
         tensor = grpcclient.InferInput(NETWORK_INPUT_NAME, list(inputs[0].shape), "FP32")
         tensor.set_data_from_numpy(inputs[index % len(inputs)])
-        result = triton.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(NETWORK_OUTPUT_NAME)],
+        condition = grpcclient.InferInput(NETWORK_CONDITION_NAME, list(BT2446A.shape), "FP32")
+        condition.set_data_from_numpy(BT2446A)
+        result = triton.infer(model, [tensor, condition], outputs=[grpcclient.InferRequestedOutput(NETWORK_OUTPUT_NAME)],
                               client_timeout=600)
         residual = result.as_numpy(NETWORK_OUTPUT_NAME)
         expected = (1, 3, scale * size[0], scale * size[1])

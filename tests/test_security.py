@@ -104,15 +104,22 @@ def test_the_ensembles_steps_enforce_the_frame_limits_too(triton_server):
     tensor.set_data_from_numpy(wide)
     residual = grpcclient.InferInput("RESIDUAL", [1, 3, 32, 2 * wide.shape[3]], "FP32")
     residual.set_data_from_numpy(np.zeros((1, 3, 32, 2 * wide.shape[3]), np.float32))
+    condition = grpcclient.InferInput("CONDITION", [1, 7], "FP32")
+    condition.set_data_from_numpy(np.eye(7, dtype=np.float32)[:1])
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
-        for model, inputs in (("gpgmnet_x2", [tensor]), ("sritm_postprocess", [tensor, residual])):
+        for model, inputs in (("gpgmnet_x2", [tensor, condition]), ("sritm_postprocess", [tensor, residual])):
             with pytest.raises(InferenceServerException, match="larger than the maximum 1088×1920") as raised:
                 client.infer(model, inputs)
             assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
         small = np.full((1, 3, 16, 16), 0.5, np.float32)
         tensor = grpcclient.InferInput("LR_YUV", list(small.shape), "FP32")
         tensor.set_data_from_numpy(small)
-        assert client.infer("gpgmnet_x2", [tensor]).as_numpy("RESIDUAL").shape == (1, 3, 32, 32)
+        assert client.infer("gpgmnet_x2", [tensor, condition]).as_numpy("RESIDUAL").shape == (1, 3, 32, 32)
+        not_one_hot = grpcclient.InferInput("CONDITION", [1, 7], "FP32")
+        not_one_hot.set_data_from_numpy(np.full((1, 7), 0.5, np.float32))
+        with pytest.raises(InferenceServerException, match="one-hot") as raised:
+            client.infer("gpgmnet_x2", [tensor, not_one_hot])
+        assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
 def test_the_deadline_is_timeout_s_for_every_call_and_stream(triton_server):
