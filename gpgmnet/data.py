@@ -856,6 +856,8 @@ class ScenePatchBatches(torch.utils.data.Dataset[Batch]):
         self.inputs: list[list[NDArray[np.float32]]] = []
         self.targets: list[list[NDArray[np.uint16]]] = []
         self.gradings: list[list[int]] = []
+        # Per scene: its gradings, their sampling probabilities, and each one's variants (fixed, so made once).
+        self.grading_choices: list[tuple[list[int], NDArray[np.float64], list[list[int]]]] = []
         for variants in pairs:
             h, w = variants[0].lr_size
             if h < self.lr_patch or w < self.lr_patch:
@@ -865,6 +867,12 @@ class ScenePatchBatches(torch.utils.data.Dataset[Batch]):
             self.inputs.append([p.network_input() for p in variants])
             self.targets.append([p.hdr_codes for p in variants])
             self.gradings.append([gradings.index_of(p.grading) for p in variants])
+            by_grading: dict[int, list[int]] = {}
+            for variant, grading in enumerate(self.gradings[-1]):
+                by_grading.setdefault(grading, []).append(variant)
+            present = sorted(by_grading)
+            weights = np.array([GRADING_WEIGHTS.get(gradings.NAMES[g], 0.05) for g in present])
+            self.grading_choices.append((present, weights / weights.sum(), [by_grading[g] for g in present]))
         if not self.names:
             raise DataError(f"no training scene is large enough for {hr_patch}x{hr_patch} HR patches")
 
@@ -877,10 +885,8 @@ class ScenePatchBatches(torch.utils.data.Dataset[Batch]):
         refs = []
         for _ in range(self.batch_size):
             scene = int(rng.integers(len(self.names)))
-            present = sorted(set(self.gradings[scene]))
-            weights = np.array([GRADING_WEIGHTS.get(gradings.NAMES[g], 0.05) for g in present])
-            chosen = present[int(rng.choice(len(present), p=weights / weights.sum()))]
-            candidates = [v for v, g in enumerate(self.gradings[scene]) if g == chosen]
+            present, probabilities, variants_of = self.grading_choices[scene]
+            candidates = variants_of[int(rng.choice(len(present), p=probabilities))]
             variant = candidates[int(rng.integers(len(candidates)))]
             _, h, w = self.inputs[scene][variant].shape
             top = 2 * int(rng.integers((h - self.lr_patch) // 2 + 1))

@@ -42,10 +42,12 @@ import numpy as np
 import torch
 
 from gpgmnet import colour, data, gradings, metrics
+from gpgmnet.arch import GPGMNet
 from gpgmnet.baseline import bicubic_baseline
 from gpgmnet.checkpoint import CheckpointError, load_network
 from gpgmnet.contract import SCALES
 from gpgmnet.serving import HDR_CODE_SCALE, SDR_CODE_SCALE
+from gpgmnet.train import convention_input
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def center_crop_arrays(lr: np.ndarray, hr: np.ndarray, scale: int, crop: int) ->
 
 def score(
     items: Iterable[tuple[str, np.ndarray, np.ndarray]],
-    network: torch.nn.Module,
+    network: GPGMNet,
     scale: int,
     device: torch.device,
     progress: bool = False,
@@ -109,11 +111,9 @@ def score(
     rows = []
     for name, lr, hr in tqdm(list(items), desc="evaluating", disable=not progress, leave=False):
         x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).to(device)
-        one_hot = None
-        if getattr(network, "conventions", 0):
-            one_hot = torch.nn.functional.one_hot(torch.tensor([gradings.index_of(convention)]), network.conventions)
+        one_hot = convention_input(network, torch.tensor([gradings.index_of(convention)]))
         with torch.no_grad():
-            prediction = network(x, None if one_hot is None else one_hot.float().to(device))
+            prediction = network(x, None if one_hot is None else one_hot.to(device))
         outputs = {
             "gpgmnet": prediction.clamp(0.0, 1.0).cpu().numpy(),
             "bicubic": np.clip(bicubic_baseline(lr, scale), 0.0, 1.0),
@@ -278,7 +278,7 @@ def _items(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray, np.nda
 MATRIX_METRICS = ("psnr", "delta_e_itp")
 
 
-def cross_grading_matrix(args: argparse.Namespace, network: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+def cross_grading_matrix(args: argparse.Namespace, network: GPGMNet, device: torch.device) -> dict[str, Any]:
     """Mean PSNR and Delta E_ITP of GPGMNet (told the matching preset) and of the baseline, per grading x {clean, H.264}."""
     cells: dict[str, Any] = {}
     for grading in gradings.NAMES:
