@@ -12,6 +12,11 @@ SETUP_STAMP := $(VENV)/.setup-complete
 ARTIFACTS := build/artifacts
 SCALES := 2 4
 TARGET ?= cpu
+# Accepted low-resolution frame sizes, HEIGHTxWIDTH (default: sritm_core.contract.FrameLimits), written into
+# every model's config and, for TARGET=gpu, the TensorRT profile.
+MIN_SIZE ?=
+MAX_SIZE ?=
+FRAME_LIMITS := $(if $(MIN_SIZE),--min-size $(MIN_SIZE)) $(if $(MAX_SIZE),--max-size $(MAX_SIZE))
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
@@ -37,37 +42,41 @@ $(SETUP_STAMP): pyproject.toml build/install_system_packages.sh
 	build/install_system_packages.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --editable '.[net,serve,preview,loadtest,dev]'
-	$(PY) -m gpgmnet.triton_server --install-stub
+	$(PY) -m sritm_serving.triton_server --install-stub
 	touch $@
 
-# Shipped weights are used when weights/ has them; otherwise a seeded untrained network.
+# The shipped weights; without them the export stops (python -m build.export_onnx --random-weights for plumbing).
 $(ARTIFACTS)/gpgmnet_x%.onnx: $(SETUP_STAMP) build/export_onnx.py gpgmnet/arch.py gpgmnet/checkpoint.py $$(wildcard weights/gpgmnet_x$$*.pt)
-	$(PY) build/export_onnx.py --scale $*
+	$(PY) -m build.export_onnx --scale $*
 
 ifeq ($(TARGET),gpu)
 repository: $(foreach s,$(SCALES),$(ARTIFACTS)/gpgmnet_x$(s).onnx)
-	$(foreach s,$(SCALES),$(PY) build/build_engine.py --scale $(s);)
-	$(PY) build/assemble_repository.py --target gpu
+	$(foreach s,$(SCALES),$(PY) -m build.build_engine --scale $(s) $(FRAME_LIMITS);)
+	$(PY) -m build.assemble_repository --target gpu $(FRAME_LIMITS)
 else ifeq ($(TARGET),gpu-torch)
 # PyTorch on the GPU inside the Python backend, for servers without TensorRT.
 repository: $(SETUP_STAMP)
-	$(PY) build/assemble_repository.py --target gpu-torch
+	$(PY) -m build.assemble_repository --target gpu-torch $(FRAME_LIMITS)
 else
 repository: $(foreach s,$(SCALES),$(ARTIFACTS)/gpgmnet_x$(s).onnx)
-	$(PY) build/assemble_repository.py --target cpu
+	$(PY) -m build.assemble_repository --target cpu $(FRAME_LIMITS)
 endif
 
 serve: repository
-	$(PY) -m gpgmnet.triton_server --model-repository model_repository
+	$(PY) -m sritm_serving.triton_server --model-repository model_repository
 
+# Lint and the import contracts first (seconds), then the suite.
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 demo: repository
-	$(PY) -m sritm_client.demo
+	$(PY) -m demo.convert_sample
 
 clean:
-	rm -rf $(ARTIFACTS) model_repository/gpgmnet_x* out
+	find model_repository -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf $(ARTIFACTS) out
 
 # Load tests, capacity report and benchmarks (loadtest/loadtest.mk).
 -include loadtest/loadtest.mk

@@ -8,8 +8,8 @@ on the exact GPU and TensorRT version of its fleet (a plan only runs where it wa
 built).
 
 It needs TensorRT's Python package and an NVIDIA GPU; without them it stops with
-a message that says so. Run it where you will serve, then
-``build/assemble_repository.py --target gpu``.
+a message that says so. Run it where you will serve (``python -m build.build_engine --scale 4``),
+then ``python -m build.assemble_repository --target gpu``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpgmnet.contract import NETWORK_INPUT_NAME, SCALES, FrameLimits
+from sritm_core.contract import NETWORK_INPUT_NAME, SCALES, FrameLimits
 
 BUILD_DIR = Path(__file__).resolve().parent
 ARTIFACTS_DIR = BUILD_DIR / "artifacts"
@@ -76,6 +76,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def trtexec_command(onnx_path: Path, plan_path: Path, profile: ShapeProfile, timing_cache: Path) -> str:
+    """The ``trtexec`` command line that builds the same engine (fp16, ``profile``, the timing cache)."""
     def shape(size: tuple[int, int]) -> str:
         return f"{NETWORK_INPUT_NAME}:1x3x{size[0]}x{size[1]}"
 
@@ -93,6 +94,7 @@ def trtexec_command(onnx_path: Path, plan_path: Path, profile: ShapeProfile, tim
 
 
 def import_tensorrt():  # type: ignore[no-untyped-def]
+    """The ``tensorrt`` module; :class:`EngineBuildError` when it is not installed."""
     try:
         import tensorrt
     except ImportError:
@@ -105,6 +107,13 @@ def import_tensorrt():  # type: ignore[no-untyped-def]
 
 
 def build_engine(onnx_path: Path, plan_path: Path, profile: ShapeProfile, timing_cache: Path) -> Path:
+    """Build ``onnx_path`` into the fp16 TensorRT engine ``plan_path`` for ``profile``; returns ``plan_path``.
+
+    The timing cache is read when it exists and rewritten after the build.
+
+    Raises:
+        EngineBuildError: TensorRT or a usable GPU is missing, or the graph does not parse or build.
+    """
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     try:
@@ -139,6 +148,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: ShapeProfile, timing
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the trtexec command and build the engine; 0 on success, 2 when it cannot be built here."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, choices=SCALES, required=True)
     parser.add_argument("--onnx", type=Path, help="default: build/artifacts/gpgmnet_x{scale}.onnx")
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_only:
         return 0
     if not onnx_path.is_file():
-        print(f"error: {onnx_path} does not exist: run build/export_onnx.py first", file=sys.stderr)
+        print(f"error: {onnx_path} does not exist: run `python -m build.export_onnx` first", file=sys.stderr)
         return 2
     try:
         build_engine(onnx_path, plan_path, profile, args.timing_cache)

@@ -31,7 +31,7 @@ import torch
 
 from gpgmnet.arch import GPGMNet
 from gpgmnet.checkpoint import CheckpointError, load_network
-from gpgmnet.contract import CONVENTIONS, NETWORK_CONDITION_NAME, NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, SCALES
+from sritm_core.contract import CONVENTIONS, NETWORK_CONDITION_NAME, NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, SCALES
 
 BUILD_DIR = Path(__file__).resolve().parent
 ARTIFACTS_DIR = BUILD_DIR / "artifacts"
@@ -43,6 +43,8 @@ VERIFY_SIZES = ((24, 40), (37, 53), (64, 96))
 
 @dataclass(frozen=True)
 class ExportReport:
+    """What was exported and how it checked, as written beside the graph (``gpgmnet_x{s}.json``)."""
+
     scale: int
     path: str
     opset: int
@@ -52,6 +54,7 @@ class ExportReport:
 
 
 def tensorrt_supported_operators(path: Path = TENSORRT_OPERATORS_FILE) -> frozenset[str]:
+    """The ONNX operators TensorRT's parser supports, from ``path`` (words; ``#`` lines are comments)."""
     words: list[str] = []
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
@@ -60,10 +63,12 @@ def tensorrt_supported_operators(path: Path = TENSORRT_OPERATORS_FILE) -> frozen
 
 
 def graph_operators(model: onnx.ModelProto) -> list[str]:
+    """The sorted operator types of ``model``'s graph."""
     return sorted({node.op_type for node in model.graph.node})
 
 
 def unsupported_by_tensorrt(model: onnx.ModelProto) -> list[str]:
+    """The operator types of ``model`` that TensorRT's ONNX parser lacks (empty: it builds an engine)."""
     supported = tensorrt_supported_operators()
     return [op for op in graph_operators(model) if op not in supported]
 
@@ -81,12 +86,14 @@ class ServedNetwork(torch.nn.Module):
         self.network = network
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """The residual of ``x`` (N×3×h×w) for the convention one-hot ``condition`` (1×K)."""
         if self.network.conventions:
             return self.network(x, condition[:, : self.network.conventions])
         return self.network(x) + 0.0 * condition.sum()
 
 
 def example_condition(index: int = 0) -> torch.Tensor:
+    """A 1×K one-hot ``CONDITION`` selecting convention ``index``."""
     condition = torch.zeros(1, len(CONVENTIONS))
     condition[0, index] = 1.0
     return condition
@@ -144,9 +151,16 @@ def max_difference_vs_torch(
 
 
 def export_and_verify(
-    scale: int, checkpoint: Path | None, output_dir: Path = ARTIFACTS_DIR, tolerance: float = 1e-4
+    scale: int, checkpoint: Path | None, output_dir: Path = ARTIFACTS_DIR, tolerance: float = 1e-4,
+    random_weights: bool = False,
 ) -> ExportReport:
-    network, metadata = load_network(checkpoint, scale)
+    """Export ``scale``'s network to ``output_dir`` and check it; the report is also written beside the graph.
+
+    Raises:
+        SystemExit: the graph uses an operator TensorRT lacks, or ONNX Runtime differs by more than ``tolerance``.
+        CheckpointError: the checkpoint cannot be loaded (and ``random_weights`` is not set).
+    """
+    network, metadata = load_network(checkpoint, scale, random_weights=random_weights)
     path = output_dir / f"gpgmnet_x{scale}.onnx"
     model = export_onnx(network, path)
     unsupported = unsupported_by_tensorrt(model)
@@ -154,7 +168,9 @@ def export_and_verify(
         raise SystemExit(f"error: {path} uses operators TensorRT's ONNX parser lacks: {', '.join(unsupported)}")
     difference = max_difference_vs_torch(network, path)
     if difference > tolerance:
-        raise SystemExit(f"error: ONNX Runtime differs from PyTorch by {difference:.2e} (> {tolerance:.0e}) for x{scale}")
+        raise SystemExit(
+            f"error: ONNX Runtime differs from PyTorch by {difference:.2e} (> {tolerance:.0e}) for x{scale}"
+        )
     report = ExportReport(
         scale=scale, path=str(path), opset=OPSET, operators=graph_operators(model),
         max_abs_difference=difference, checkpoint=str(metadata.get("source")),
@@ -164,6 +180,7 @@ def export_and_verify(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Export and check each scale asked for; 0 on success, 2 when a checkpoint cannot be loaded."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, choices=SCALES, action="append",
                         help="scale to export (repeatable; default: both)")
@@ -171,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint per --scale, in the same order (default: weights/gpgmnet_x{s}.pt if present)")
     parser.add_argument("--output-dir", type=Path, default=ARTIFACTS_DIR)
     parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--random-weights", action="store_true",
+                        help="without a checkpoint, export the seeded untrained network (plumbing only) "
+                             "instead of failing")
     args = parser.parse_args(argv)
     scales = args.scale or list(SCALES)
     checkpoints = args.checkpoint or [None] * len(scales)
@@ -179,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for scale, checkpoint in zip(scales, checkpoints):
         try:
-            report = export_and_verify(scale, checkpoint, args.output_dir, args.tolerance)
+            report = export_and_verify(scale, checkpoint, args.output_dir, args.tolerance, args.random_weights)
         except CheckpointError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -4,7 +4,7 @@
 A 3 s, 10 fps, 224x128 8-bit SDR BT.709 clip: a slow horizontal pan across
 the central latitude band of a CC0 Poly Haven HDRI (equirectangular, linear
 BT.709 radiance), made the way SDR is made from an HDR master, entirely with
-:mod:`gpgmnet.colour`:
+:mod:`sritm_core.colour`:
 
 1. scale the scene so the log-average luminance of the clip is 26 cd/m^2;
 2. linear BT.709 -> BT.2020, PQ inverse EOTF (an HDR master, up to 10000 cd/m^2);
@@ -19,7 +19,7 @@ BT.709 radiance), made the way SDR is made from an HDR master, entirely with
 The input lives in ../shared (developers and CI only); the output is
 committed, so users never need it. Run from the repository root:
 
-    .venv/bin/python build/make_sample_clip.py
+    .venv/bin/python -m build.make_sample_clip
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from gpgmnet.colour import (
+from sritm_core.colour import (
     BT709,
     bt709_to_bt2020,
     bt2390_eetf,
@@ -87,7 +87,7 @@ def pan_windows(scene: FloatArray, start_x: int) -> list[FloatArray]:
 
 
 def luminance_709(rgb: FloatArray) -> FloatArray:
-    # BT.709 luminance of linear RGB (the Y row of the RGB->XYZ matrix).
+    """BT.709 luminance of linear RGB (the Y row of the RGB->XYZ matrix)."""
     y: FloatArray = rgb @ np.array([BT709.kr, 1.0 - BT709.kr - BT709.kb, BT709.kb])
     return y
 
@@ -120,6 +120,7 @@ def tone(seconds: float) -> npt.NDArray[np.float32]:
 
 
 def write_clip(out: Path, frames: list[npt.NDArray[np.uint8]]) -> None:
+    """Encode the I420 ``frames`` as H.264 (tagged BT.709, narrow range) with the tone as AAC, into ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with av.open(
         str(out), mode="w", format="mp4", options={"movflags": "+faststart"}
@@ -161,6 +162,7 @@ def write_clip(out: Path, frames: list[npt.NDArray[np.uint8]]) -> None:
 
 
 def main() -> None:
+    """Render the clip from the scene named on the command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scene", type=Path, default=DEFAULT_SCENES / "rooitou_park.hdr")
     ap.add_argument("--start-x", type=int, default=380, help="left edge of the first window, source pixels")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Ship a trained checkpoint into ``weights/``: the weights and their provenance, without the training state.
+r"""Ship a trained checkpoint into ``weights/``: the weights and their provenance, without the training state.
 
-    .venv/bin/python build/ship_weights.py runs/x4/gpgmnet_x4.pt --command "sritm train ..." \\
+    .venv/bin/python -m build.ship_weights runs/x4/gpgmnet_x4.pt --command "sritm train ..." \
         [--evaluation eval_x4.json]
 
 writes ``weights/gpgmnet_x{s}.pt`` (weights, network config, step, loss and
@@ -29,11 +29,23 @@ TRAINING_ONLY = ("optimizer", "rng_state", "cuda_rng_state")
 
 
 def ship(source: Path, command: str, evaluation: Path | None, weights_dir: Path = WEIGHTS_DIR) -> Path:
+    """Write ``source``'s weights and provenance as ``weights_dir/gpgmnet_x{s}.pt`` (+ ``.json``, ``.loss.png``).
+
+    Args:
+        source: the training checkpoint.
+        command: the training command(s), recorded beside the weights.
+        evaluation: an ``sritm evaluate --json`` output to record, if any.
+        weights_dir: where the shipped files go.
+
+    Returns:
+        The shipped checkpoint's path.
+    """
     payload = read_checkpoint(source)
     scale = int(payload["scale"])
     network, _ = load_network(source, scale)
     target = weights_dir / f"gpgmnet_x{scale}.pt"
-    kept = {k: v for k, v in payload.items() if k not in (*TRAINING_ONLY, "state_dict", "format", "scale", "config", "step")}
+    written_apart = (*TRAINING_ONLY, "state_dict", "format", "scale", "config", "step")
+    kept = {k: v for k, v in payload.items() if k not in written_apart}
     save_checkpoint(target, network, dict(payload.get("config") or {}), int(payload["step"]), **kept)
     loss_curve = source.with_name(source.stem + ".loss.png")
     if loss_curve.is_file():
@@ -54,6 +66,7 @@ def ship(source: Path, command: str, evaluation: Path | None, weights_dir: Path 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Ship the checkpoint named on the command line; 0 on success, 2 when it cannot be read."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--command", required=True, help="the training command(s), recorded beside the weights")

@@ -129,6 +129,7 @@ class GuidedFilter(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        """The base layer q of ``x`` (N x C x H x W), same shape."""
         mean = box_mean(x, self.radius)
         variance = box_mean(x * x, self.radius) - mean * mean
         a = variance / (variance + self.eps)
@@ -182,6 +183,7 @@ class ColorConditionBlock(nn.Module):
         self.norm = AnySizeInstanceNorm2d(out_channels, affine=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        """N x in_channels x H x W -> N x out_channels x ceil(H/2) x ceil(W/2)."""
         return self.norm(self.act(self.pool(self.conv(x))))
 
 
@@ -239,6 +241,7 @@ class StructuralSimilarityConditionBlock(nn.Module):
         self.norm = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        """N x in_channels x H x W -> N x out_channels x H x W."""
         return self.norm(self.act(self.conv(x)))
 
 
@@ -268,6 +271,7 @@ class DropBlock2d(nn.Module):
         self.block_size = block_size
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` with random blocks zeroed and the rest rescaled (training); ``x`` itself in eval mode."""
         if not self.training or self.drop_prob == 0.0:
             return x
         height, width = x.shape[-2:]
@@ -282,6 +286,7 @@ class DropBlock2d(nn.Module):
         return x * keep * (keep.numel() / keep.sum().clamp_min(1.0))
 
     def extra_repr(self) -> str:
+        """The settings shown by ``print(module)``."""
         return f"drop_prob={self.drop_prob}, block_size={self.block_size}"
 
 
@@ -377,6 +382,7 @@ class BaseBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """BB(F): N x C x H x W, same shape."""
         return self.conv2(self.act(self.conv1(x)))
 
 
@@ -429,6 +435,7 @@ class SpatialAttention(nn.Module):
         self.conv = nn.Conv2d(2, 1, kernel_size=kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """N x C x H x W -> attention map in (0, 1), N x 1 x H x W."""
         pooled = torch.cat(
             [x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1
         )  # N x 2 x H x W
@@ -436,8 +443,7 @@ class SpatialAttention(nn.Module):
 
 
 class GlobalPriorsSpatialModulation(nn.Module):
-    """GSMB, Eq. 11: (M_g1, M_g2) = M(V_g); (gamma, beta) = (M_g1, M_g2) + S_j;
-    out = gamma * F + beta.
+    """GSMB, Eq. 11: (M_g1, M_g2) = M(V_g); (gamma, beta) = (M_g1, M_g2) + S_j; out = gamma * F + beta.
 
     M is two independent fully connected layers (Sec. III-C). M_g is broadcast
     over space and S_j over channels, so gamma and beta are C x H x W while the
@@ -455,18 +461,18 @@ class GlobalPriorsSpatialModulation(nn.Module):
         self.shift_mapping = nn.Linear(prior_dim, channels)
 
     def forward(self, features: Tensor, priors: Tensor, spatial_map: Tensor) -> Tensor:
-        """features N x C x H x W, priors V_g N x D, spatial_map S_j N x 1 x H x W."""
+        """Modulate ``features`` (N x C x H x W) by ``priors`` V_g (N x D) and ``spatial_map`` S_j (N x 1 x H x W)."""
         gamma = self.scale_mapping(priors)[:, :, None, None] + spatial_map
         beta = self.shift_mapping(priors)[:, :, None, None] + spatial_map
         return gamma * features + beta
 
 
 class GlobalFeatureModulation(nn.Module):
-    """GFM, Eq. 10 (CSRNet [36] / AGCM [34]): out = gamma * F + beta, with
-    gamma, beta in R^{C x 1 x 1} from V_g alone. Table VI comparator.
+    """GFM, Eq. 10 (CSRNet [36] / AGCM [34]): out = gamma * F + beta. Table VI comparator.
 
-    Same two fully connected layers as the GSMB, minus the spatial map:
-    2 (D + 1) C parameters.
+    gamma, beta in R^{C x 1 x 1} come from V_g alone, through the same two
+    fully connected layers as the GSMB, minus the spatial map: 2 (D + 1) C
+    parameters.
 
     Args:
         channels: feature width C.
@@ -479,7 +485,7 @@ class GlobalFeatureModulation(nn.Module):
         self.shift_mapping = nn.Linear(prior_dim, channels)
 
     def forward(self, features: Tensor, priors: Tensor) -> Tensor:
-        """features N x C x H x W, priors V_g N x D."""
+        """Modulate ``features`` (N x C x H x W) by ``priors`` V_g (N x D)."""
         gamma = self.scale_mapping(priors)[:, :, None, None]
         beta = self.shift_mapping(priors)[:, :, None, None]
         return gamma * features + beta
@@ -517,11 +523,11 @@ class SFTConditionNet(nn.Module):
 
 
 class SpatialFeatureTransform(nn.Module):
-    """SFT, Eq. 9 (SFTGAN [38] as in HDRUNet [39]): out = gamma * F + beta with
-    gamma, beta in R^{C x H x W} from a condition map. Table VI comparator.
+    """SFT, Eq. 9 (SFTGAN [38] as in HDRUNet [39]): out = gamma * F + beta. Table VI comparator.
 
-    As in HDRUNet, gamma and beta each come from Conv1x1 -> LReLU(0.1) ->
-    Conv1x1 on the condition map, and gamma is parameterised as 1 + scale.
+    gamma, beta in R^{C x H x W} come from a condition map: as in HDRUNet,
+    each from Conv1x1 -> LReLU(0.1) -> Conv1x1 on it, and gamma is
+    parameterised as 1 + scale.
     Parameters: 6,336 with C = 64, 32 condition channels.
 
     Args:
@@ -543,7 +549,7 @@ class SpatialFeatureTransform(nn.Module):
         )
 
     def forward(self, features: Tensor, condition: Tensor) -> Tensor:
-        """features N x C x H x W, condition N x cond_channels x H x W."""
+        """Modulate ``features`` (N x C x H x W) by ``condition`` (N x cond_channels x H x W)."""
         return features * (1.0 + self.scale(condition)) + self.shift(condition)
 
 
@@ -589,7 +595,7 @@ class JointModulatedResidualModule(nn.Module):
             self.modulation = SpatialFeatureTransform(channels, condition_dim)
 
     def forward(self, features: Tensor, condition: Tensor) -> Tensor:
-        """features N x C x H x W; condition V_g (N x D) or the SFT condition map."""
+        """JMRM(F, V) of ``features`` (N x C x H x W); ``condition`` is V_g (N x D) or the SFT condition map."""
         body = self.base(features)
         if self.spatial is None:
             modulated = self.modulation(body, condition)
@@ -622,8 +628,7 @@ class Upsampler(nn.Sequential):
 
 
 class GPGMNet(nn.Module):
-    """GPGMNet, Eq. 1:
-    I_H = CL o Up o CB o JMRM^Nj{GPEM(I_L), CF(I_L)} + Bic(I_L).
+    """GPGMNet, Eq. 1: I_H = CL o Up o CB o JMRM^Nj{GPEM(I_L), CF(I_L)} + Bic(I_L).
 
     CF = Conv3x3(3 -> C), N_j JMRMs sharing one V_g, CB = Conv3x3(C -> C),
     Up = ``Upsampler``, CL = Conv3x3(C -> 3), Bic = ``bicubic_upsample``.

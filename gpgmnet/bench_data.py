@@ -30,11 +30,12 @@ import torch.nn.functional as F
 
 from gpgmnet import data
 from gpgmnet.arch import GPGMNet
-from gpgmnet.contract import SCALES
 from gpgmnet.train import REPO_ROOT
+from sritm_core.contract import SCALES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print its timings; returns 0, or 2 when the scenes cannot be read."""
     parser = argparse.ArgumentParser(prog="python -m gpgmnet.bench_data", description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "hdr-scenes")
     parser.add_argument("--split-file", type=Path, default=data.SPLIT_FILE)

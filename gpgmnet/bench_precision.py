@@ -26,11 +26,12 @@ import torch.nn.functional as F
 
 from gpgmnet import data
 from gpgmnet.arch import GPGMNet
-from gpgmnet.contract import SCALES
 from gpgmnet.train import REPO_ROOT, cpu_has_bf16, initialise_from, validation_psnr
+from sritm_core.contract import SCALES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Train in fp32 and in bf16 from one start and print the comparison; returns 0, or 2 on unreadable scenes."""
     parser = argparse.ArgumentParser(prog="python -m gpgmnet.bench_precision", description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "hdr-scenes")
     parser.add_argument("--scale", type=int, choices=SCALES, default=4)

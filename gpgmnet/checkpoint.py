@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from gpgmnet.arch import GPGMNet
-from gpgmnet.contract import check_scale
+from sritm_core.contract import check_scale
 
 FORMAT = "gpgmnet-checkpoint/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -34,13 +34,18 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
-def default_checkpoint(scale: int, weights_dir: Path = WEIGHTS_DIR) -> Path:
+def default_checkpoint(scale: int, weights_dir: Path | None = None) -> Path:
     """Where the shipped checkpoint for a scale lives: ``weights/gpgmnet_x{scale}.pt``."""
     check_scale(scale)
-    return weights_dir / f"gpgmnet_x{scale}.pt"
+    return (WEIGHTS_DIR if weights_dir is None else weights_dir) / f"gpgmnet_x{scale}.pt"
 
 
 def save_checkpoint(path: Path, network: GPGMNet, config: dict[str, Any], step: int, **extra: Any) -> None:
+    """Write ``network``'s weights (on the CPU), its constructor ``config``, ``step`` and ``extra`` to ``path``.
+
+    The file is written beside ``path`` first and then renamed over it, so a
+    crash never leaves a half-written checkpoint.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     payload = {"format": FORMAT, "scale": network.scale, "config": config, "step": step, "state_dict": state, **extra}
@@ -50,6 +55,11 @@ def save_checkpoint(path: Path, network: GPGMNet, config: dict[str, Any], step: 
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The whole checkpoint dict of ``path``, on the CPU, weights included.
+
+    Raises:
+        CheckpointError: ``path`` is missing, not a file, unreadable, or not a GPGMNet checkpoint.
+    """
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_file():
@@ -63,18 +73,26 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def load_network(path: Path | None, scale: int, *, strict_default: bool = False) -> tuple[GPGMNet, dict[str, Any]]:
+def load_network(path: Path | None, scale: int, *, random_weights: bool = False) -> tuple[GPGMNet, dict[str, Any]]:
     """GPGMNet for ``scale`` in eval mode, with the weights of ``path``.
 
-    With ``path=None`` the shipped checkpoint is used when it exists; otherwise
-    (``strict_default=False``) a seeded, untrained network, with a warning: the
-    service then runs end to end, but its output is not a useful HDR grade.
+    With ``path=None`` the shipped checkpoint is used. Where there is none (an
+    install without ``weights/``) this raises, so nothing serves or exports an
+    untrained network by accident; ``random_weights=True`` (benchmarks, plumbing
+    tests) asks for the seeded untrained network instead, with a warning.
     Returns the network and the checkpoint's metadata (without the weights).
+
+    Raises:
+        CheckpointError: no checkpoint (and ``random_weights`` not set), or one that cannot be used.
     """
     check_scale(scale)
     if path is None:
         path = default_checkpoint(scale)
-        if not path.exists() and not strict_default:
+        if not path.exists() and not random_weights:
+            raise CheckpointError(
+                f"no checkpoint at {path}: give one, or ask explicitly for random weights (an untrained network)"
+            )
+        if not path.exists():
             log.warning("no checkpoint at %s: using an untrained GPGMNet x%d (seed %d)", path, scale, UNTRAINED_SEED)
             torch.manual_seed(UNTRAINED_SEED)
             return GPGMNet(scale=scale).eval(), {"step": 0, "source": "untrained", "seed": UNTRAINED_SEED}

@@ -2,7 +2,7 @@
 
 Pairs from scene-linear HDR images (EXR, Radiance .hdr)
 =======================================================
-Every colour step calls :mod:`gpgmnet.colour`; nothing here re-implements a
+Every colour step calls :mod:`sritm_core.colour`; nothing here re-implements a
 transfer function or a matrix. :func:`form_pair` does, per image:
 
 1. **Read** scene-linear RGB (:func:`read_scene`). Primaries are BT.709
@@ -39,7 +39,7 @@ transfer function or a matrix. :func:`form_pair` does, per image:
    decoded Y'CbCr planes; then the chroma is averaged to 4:2:0 (centre
    siting, the colour module's convention) and every plane is rounded to
    8-bit legal codes: an 8-bit I420 frame, what a client sends. The network
-   input is that frame through :func:`gpgmnet.serving.network_input_from_i420`,
+   input is that frame through :func:`sritm_serving.processing.network_input_from_i420`,
    the served pre-processor. Down-scaling always acts on Y'CbCr codes:
    here, in the validation set, in evaluation; the bicubic baseline and the
    network's own skip also up-scale Y'CbCr codes.
@@ -95,8 +95,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 
-from gpgmnet import colour, degrade, gradings, serving  # noqa: E402
-from gpgmnet.contract import check_scale  # noqa: E402
+from gpgmnet import degrade, gradings  # noqa: E402
+from sritm_core import colour  # noqa: E402
+from sritm_core.contract import HDR_CODE_SCALE, SDR_CODE_SCALE, check_scale  # noqa: E402
+from sritm_serving import processing  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -448,12 +450,12 @@ def lr_frame(sdr_codes: NDArray[np.uint8], scale: int) -> NDArray[np.uint8]:
 
 def network_input(i420: NDArray[np.uint8]) -> NDArray[np.float32]:
     """An 8-bit I420 frame as GPGMNet's 3 x h x w input (codes / 255): the served pre-processor."""
-    return serving.network_input_from_i420(i420)[0]
+    return processing.network_input_from_i420(i420)[0]
 
 
 def hdr_target(hdr_codes: NDArray[np.integer[Any]]) -> NDArray[np.float32]:
     """HR HDR10 4:4:4 codes (H x W x 3) as GPGMNet's 3 x H x W target (codes / 1023)."""
-    return np.ascontiguousarray(hdr_codes.transpose(2, 0, 1), dtype=np.float32) / np.float32(serving.HDR_CODE_SCALE)
+    return np.ascontiguousarray(hdr_codes.transpose(2, 0, 1), dtype=np.float32) / np.float32(HDR_CODE_SCALE)
 
 
 @dataclass(frozen=True)
@@ -471,6 +473,7 @@ class FormedPair:
 
     @property
     def lr_size(self) -> tuple[int, int]:
+        """(h, w) of the LR frame: the HR size divided by the scale."""
         h, w = self.hdr_codes.shape[:2]
         return h // self.scale, w // self.scale
 
@@ -537,13 +540,14 @@ def form_pair(scene: Scene, scale: int, jitter: float = 1.0, grading: str = grad
 
 
 def cache_root(cache_dir: Path | str | None) -> Path:
+    """The cache folder: ``cache_dir`` (``~`` expanded), or :data:`DEFAULT_CACHE_ROOT` when None."""
     return Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_ROOT).expanduser()
 
 
 def _code_fingerprint() -> str:
     """A hash of the modules that form pairs: any edit to them invalidates every cached pair."""
     digest = hashlib.sha1()
-    for module in (colour, serving, gradings, degrade):
+    for module in (colour, processing, gradings, degrade):
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:16]
@@ -687,7 +691,8 @@ def graded_renditions(master: FormedPair, rng: np.random.Generator,
             if draw % 2 == 1:
                 chosen = degrade.random_degradation(rng)
                 lr, degradation = chosen.apply(lr), str(chosen)
-            out.append(FormedPair(master.name, master.scale, master.gain, master.hdr_codes, None, lr, name, degradation))
+            out.append(FormedPair(master.name, master.scale, master.gain, master.hdr_codes, None, lr, name,
+                                  degradation))
     return out
 
 
@@ -722,7 +727,7 @@ def _renditions_save(file: Path, key: str, masters: Sequence[FormedPair], rendit
 
 def graded_training_pairs(paths: Sequence[Path], scale: int, variants: int, cache_dir: Path | None = None,
                           seed: int = 0, progress: bool = False) -> list[list[FormedPair]]:
-    """Per readable image: its ``variants`` exposure-jittered masters, each in every grading (:func:`graded_renditions`).
+    """Per readable image: its ``variants`` exposure-jittered masters in every grading (:func:`graded_renditions`).
 
     Cached per image in ``cache_dir`` (keyed like :func:`formed_pairs`, plus
     the grading names and draws), so the codecs run once per formation.
@@ -912,7 +917,7 @@ class ScenePatchBatches(torch.utils.data.Dataset[Batch]):
                 lr, hr = lr[:, ::-1], hr[:, ::-1]
             lr_batch[b] = lr
             hr_batch[b] = hr
-        hr_batch *= np.float32(1.0 / serving.HDR_CODE_SCALE)
+        hr_batch *= np.float32(1.0 / HDR_CODE_SCALE)
         return torch.from_numpy(lr_batch), torch.from_numpy(hr_batch), torch.from_numpy(grading_batch)
 
 
@@ -1027,8 +1032,8 @@ class KimPairs:
 
     def read(self, index: slice | Sequence[int]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """(LR n x 3 x h x w codes / 255, HR n x 3 x H x W codes / 1023)."""
-        lr = self.sdr.read(index).astype(np.float32) / np.float32(serving.SDR_CODE_SCALE)
-        hr = self.hdr.read(index).astype(np.float32) / np.float32(serving.HDR_CODE_SCALE)
+        lr = self.sdr.read(index).astype(np.float32) / np.float32(SDR_CODE_SCALE)
+        hr = self.hdr.read(index).astype(np.float32) / np.float32(HDR_CODE_SCALE)
         return lr, hr
 
 
@@ -1057,7 +1062,9 @@ class KimPatchBatches(torch.utils.data.Dataset[Batch]):
 
     def __init__(self, pairs: KimPairs, batch_size: int, seed: int, validation: int = KIM_VALIDATION_PATCHES) -> None:
         if len(pairs) <= validation:
-            raise DataError(f"{pairs.sdr.path} has {len(pairs)} patches, not more than the {validation} validation ones")
+            raise DataError(
+                f"{pairs.sdr.path} has {len(pairs)} patches, not more than the {validation} validation ones"
+            )
         self.pairs = pairs
         self.batch_size = batch_size
         self.seed = seed

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from gpgmnet import colour
+from sritm_core import colour
 
 CRF_RANGE = (18, 35)
 JPEG_QUALITY_RANGE = (40, 95)
@@ -38,6 +38,7 @@ class Degradation:
     quality: int
 
     def apply(self, i420: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """The I420 frame a decoder gives back after this round trip of ``i420``."""
         if self.codec == "jpeg":
             return jpeg(i420, self.quality)
         return video_round_trip(i420, self.codec, self.quality)

@@ -41,13 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpgmnet import colour, data, gradings, metrics
+from gpgmnet import data, gradings, metrics
 from gpgmnet.arch import GPGMNet
 from gpgmnet.baseline import bicubic_baseline
 from gpgmnet.checkpoint import CheckpointError, load_network
-from gpgmnet.contract import SCALES
-from gpgmnet.serving import HDR_CODE_SCALE, SDR_CODE_SCALE
 from gpgmnet.train import convention_input
+from sritm_core import colour
+from sritm_core.contract import HDR_CODE_SCALE, SCALES, SDR_CODE_SCALE
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ def _cell(value: float, fmt: str) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], means: dict[str, dict[str, float]], title: str) -> str:
+    """The Markdown table, headed ``title``: a row per scene and method, then the means over the scenes."""
     head = ["scene", "method", *(label for label, _ in COLUMNS.values())]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * len(COLUMNS)]
     for row in rows:
@@ -226,6 +227,7 @@ def save_figure(pictures: Sequence[ScenePictures], rows: Sequence[dict[str, Any]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``sritm evaluate``."""
     parser = argparse.ArgumentParser(prog="sritm evaluate", description="Score GPGMNet and the bicubic baseline.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--scenes", type=Path, help="folder of EXR/.hdr HDR masters")
@@ -269,8 +271,9 @@ def _items(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray, np.nda
             items.append((f"frame {index + 1:03d}", lr, hr))
         return items, f"Kim et al. test set ({args.kim})"
     paths = data.split_files(args.scenes, args.split, args.split_file)
-    samples = data.render_validation_set(paths, args.scale, args.crop, args.cache_dir, use_cache=args.cache_dir is not None,
-                                         grading=args.grading, compressed=args.compressed)
+    samples = data.render_validation_set(paths, args.scale, args.crop, args.cache_dir,
+                                         use_cache=args.cache_dir is not None, grading=args.grading,
+                                         compressed=args.compressed)
     how = f"{args.grading}{', H.264 CRF 28' if args.compressed else ''}"
     return [(s.name, s.lr, s.hr) for s in samples], f"{args.scenes} ({args.split}, {how})"
 
@@ -279,7 +282,10 @@ MATRIX_METRICS = ("psnr", "delta_e_itp")
 
 
 def cross_grading_matrix(args: argparse.Namespace, network: GPGMNet, device: torch.device) -> dict[str, Any]:
-    """Mean PSNR and Delta E_ITP of GPGMNet (told the matching preset) and of the baseline, per grading x {clean, H.264}."""
+    """Mean PSNR and Delta E_ITP of GPGMNet and of the baseline, per grading x {clean, H.264}.
+
+    GPGMNet is told the preset that matches the grading.
+    """
     cells: dict[str, Any] = {}
     for grading in gradings.NAMES:
         for compressed in (False, True):
@@ -341,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     means = averages(rows)
     checkpoint = meta.get("source", "untrained")
-    title = f"x{args.scale} on {source}, GPGMNet from {checkpoint} (step {meta.get('step', 0)}), crop {args.crop or 'none'}"
+    title = (f"x{args.scale} on {source}, GPGMNet from {checkpoint} (step {meta.get('step', 0)}), "
+             f"crop {args.crop or 'none'}")
     table = markdown_table(rows, means, title)
     print(table)
     if args.markdown is not None:

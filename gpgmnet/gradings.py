@@ -6,7 +6,7 @@ start from the same place, the master's linear BT.2020 light in cd/m^2
 (PQ EOTF of the decoded 10-bit codes), and end the same way: a BT.709
 R'G'B' signal for a 100 cd/m^2 BT.1886 screen, which :func:`grade` turns
 into 8-bit narrow-range BT.709 Y'CbCr 4:4:4 codes. Every transfer function
-and matrix comes from :mod:`gpgmnet.colour`.
+and matrix comes from :mod:`sritm_core.colour`.
 
 The order of :data:`GRADINGS` is part of the network's interface: a
 conditioned GPGMNet takes the grading's index as a one-hot (the served
@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from gpgmnet import colour, contract
+from sritm_core import colour, contract
 
 SDR_PEAK_CD_M2 = 100.0
 HDR_REFERENCE_WHITE_CD_M2 = 203.0
@@ -86,7 +86,8 @@ def _luminance_bt2020(rgb: NDArray[np.float64]) -> NDArray[np.float64]:
     return rgb @ np.array([colour.BT2020.kr, colour.BT2020.kg, colour.BT2020.kb])
 
 
-def _scale_to_luminance(rgb: NDArray[np.float64], y_in: NDArray[np.float64], y_out: NDArray[np.float64]) -> NDArray[np.float64]:
+def _scale_to_luminance(rgb: NDArray[np.float64], y_in: NDArray[np.float64],
+                        y_out: NDArray[np.float64]) -> NDArray[np.float64]:
     """Scale RGB so its luminance goes from ``y_in`` to ``y_out``: keeps the chromaticity (the xyY route)."""
     ratio = np.where(y_in > 1e-9, y_out / np.maximum(y_in, 1e-9), 0.0)
     return rgb * ratio[..., None]
@@ -107,13 +108,15 @@ def _linear_bt709_relative(linear_bt2020: NDArray[np.float64]) -> NDArray[np.flo
 
 
 def render_bt2446a(linear: NDArray[np.float64], variation: GradingVariation) -> NDArray[np.float64]:
-    """BT.2446-1 Method A, 1000 -> 100 cd/m^2 (:func:`gpgmnet.colour.hdr10_to_sdr_bt709`)."""
-    return colour.hdr10_to_sdr_bt709(colour.pq_inverse_eotf(linear * variation.exposure), hdr_peak=1000.0, sdr_peak=SDR_PEAK_CD_M2)
+    """BT.2446-1 Method A, 1000 -> 100 cd/m^2 (:func:`sritm_core.colour.hdr10_to_sdr_bt709`)."""
+    return colour.hdr10_to_sdr_bt709(colour.pq_inverse_eotf(linear * variation.exposure), hdr_peak=1000.0,
+                                     sdr_peak=SDR_PEAK_CD_M2)
 
 
 BT2446C_CROSSTALK = 0.05
 BT2446C_K1, BT2446C_K3 = 0.83802, 0.74204
-BT2446C_INFLECTION_SDR = 100.0 * 0.8**2.4  # % of SDR white where the linear part ends (80 % signal; the Report's "58.5")
+# % of SDR white where the linear part ends (80 % signal; the Report's "58.5")
+BT2446C_INFLECTION_SDR = 100.0 * 0.8**2.4
 
 
 def bt2446c_curve(y_hdr_cd_m2: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -134,7 +137,7 @@ def bt2446c_curve(y_hdr_cd_m2: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def render_bt2446c(linear: NDArray[np.float64], variation: GradingVariation) -> NDArray[np.float64]:
-    """BT.2446-1 Method C: crosstalk matrix (alpha 0.05), the luminance curve on Y (chromaticity kept), inverse crosstalk.
+    """BT.2446-1 Method C: crosstalk matrix (alpha 0.05), luminance curve on Y (chromaticity kept), inverse crosstalk.
 
     The curve maps 1000 cd/m^2 to 118 % of SDR white; this rendition scales
     it so the master's 1000 cd/m^2 peak lands on 100 % (8-bit narrow range
@@ -189,7 +192,10 @@ def _opencv_tonemap(operator: Any, linear: NDArray[np.float64], variation: Gradi
 
 
 def render_reinhard(linear: NDArray[np.float64], variation: GradingVariation) -> NDArray[np.float64]:
-    """Reinhard & Devlin 2005 via OpenCV ``createTonemapReinhard`` (gamma 1, then BT.1886): intensity U(-1, 1), light adaptation U(0.6, 1)."""
+    """Reinhard & Devlin 2005 via OpenCV ``createTonemapReinhard`` (gamma 1, then BT.1886).
+
+    Intensity U(-1, 1), light adaptation U(0.6, 1).
+    """
     d = variation.draw
     operator = cv2.createTonemapReinhard(gamma=1.0, intensity=2.0 * d - 1.0, light_adapt=0.6 + 0.4 * d, color_adapt=0.0)
     return _opencv_tonemap(operator, linear, variation)
@@ -202,7 +208,10 @@ def render_drago(linear: NDArray[np.float64], variation: GradingVariation) -> ND
 
 
 def render_mantiuk(linear: NDArray[np.float64], variation: GradingVariation) -> NDArray[np.float64]:
-    """Mantiuk et al. 2006 (local contrast) via OpenCV ``createTonemapMantiuk`` (gamma 1, then BT.1886): scale U(0.6, 0.85)."""
+    """Mantiuk et al. 2006 (local contrast) via OpenCV ``createTonemapMantiuk`` (gamma 1, then BT.1886).
+
+    Scale U(0.6, 0.85).
+    """
     operator = cv2.createTonemapMantiuk(gamma=1.0, scale=0.6 + 0.25 * variation.draw, saturation=1.0)
     return _opencv_tonemap(operator, linear, variation)
 
@@ -220,7 +229,10 @@ def hable_curve(x: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def render_hable(linear: NDArray[np.float64], variation: GradingVariation) -> NDArray[np.float64]:
-    """Hable filmic per channel on linear BT.709: exposure bias 2, 26 cd/m^2 grey at scene value 0.18, white point W = 11.2."""
+    """Hable filmic per channel on linear BT.709.
+
+    Exposure bias 2, 26 cd/m^2 grey at scene value 0.18, white point W = 11.2.
+    """
     scene = _linear_bt709_relative(linear * variation.exposure) * (SDR_PEAK_CD_M2 * 0.18 / HABLE_MIDDLE_GREY_CD_M2)
     mapped = hable_curve(HABLE_EXPOSURE_BIAS * scene) / hable_curve(np.array(HABLE["W"]))
     return colour.bt1886_inverse_eotf(np.clip(mapped, 0.0, 1.0) * SDR_PEAK_CD_M2, lw=SDR_PEAK_CD_M2)
@@ -228,9 +240,11 @@ def render_hable(linear: NDArray[np.float64], variation: GradingVariation) -> ND
 
 GRADINGS: tuple[Grading, ...] = (
     Grading("bt2446a", "ITU-R BT.2446-1 Method A (colour.bt2446a_hdr_to_sdr)",
-            "SDR down-converted from HDR10 by broadcast/streaming converters (YouTube-style); the paper's data", render_bt2446a),
+            "SDR down-converted from HDR10 by broadcast/streaming converters (YouTube-style); the paper's data",
+            render_bt2446a),
     Grading("bt2408", "ITU-R BT.2408 section 5: SDR white at HDR Reference White 203 cd/m^2, highlights rolled off",
-            "SDR whose white should sit at 203 cd/m^2 with highlights expanded above it: phone-camera gain-map HDR, BT.2408 up-mapping",
+            "SDR whose white should sit at 203 cd/m^2 with highlights expanded above it: phone-camera gain-map HDR, "
+            "BT.2408 up-mapping",
             render_bt2408),
     Grading("bt2446c", "ITU-R BT.2446-1 Method C (crosstalk matrix, linear + log luminance curve)",
             "SDR from HDR production converters that follow Method C", render_bt2446c),

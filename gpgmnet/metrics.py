@@ -22,8 +22,9 @@ to [0, 1] by the caller first (``test_mat.m`` does ``min(max(pred, 0), 1)``).
   terms on the "valid" part of an 11 x 11 sigma-1.5 Gaussian filtering, 2 x 2
   mean down-sampling with symmetric border between scales, the product
   ``prod(cs_1..4 ^ w_1..4) * ssim_5 ^ w_5``; per channel, then the mean over
-  Y, Cb, Cr (the script takes one plane). Our own implementation (no
-  pytorch-msssim), checked against scikit-image's SSIM at a single scale.
+  Y, Cb, Cr (the script takes one plane). Our own implementation, checked
+  against pytorch-msssim and, at a single scale, scikit-image's SSIM
+  (``tests/test_evaluate.py``).
   Needs a side of at least 176 pixels (11 x 2^4); smaller gives NaN (the
   script returns -inf).
 * :func:`lab_errors` -- Table IV's mean L2 error in CIE L*a*b* and in L*
@@ -49,14 +50,16 @@ from numpy.typing import NDArray
 from skimage.color import xyz2lab, xyz_tristimulus_values
 from skimage.metrics import structural_similarity
 
-from gpgmnet import colour
+from sritm_core import colour
 
 __all__ = [
     "psnr", "ssim", "mpsnr", "ms_ssim", "hdr10_to_lab", "lab_errors", "hdr10_codes_to_ictcp", "delta_e_itp",
     "all_metrics", "METRIC_NAMES",
 ]
 
-SSIM_SETTINGS: dict[str, Any] = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "K1": 0.01, "K2": 0.03}
+SSIM_SETTINGS: dict[str, Any] = {
+    "gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "K1": 0.01, "K2": 0.03,
+}
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MPSNR_EXPOSURES = (-3, 3)
 LAB_WHITE_CD_M2 = colour.SDR_REFERENCE_WHITE_CD_M2
@@ -100,7 +103,8 @@ def _matlab_round(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
-def mpsnr(ref: NDArray[Any], dist: NDArray[Any], e_min: int = MPSNR_EXPOSURES[0], e_max: int = MPSNR_EXPOSURES[1]) -> float:
+def mpsnr(ref: NDArray[Any], dist: NDArray[Any], e_min: int = MPSNR_EXPOSURES[0],
+          e_max: int = MPSNR_EXPOSURES[1]) -> float:
     """Multi-exposure PSNR exactly as Deep SR-ITM's ``mPSNR_HDR.m`` (see the module notes)."""
     a, b = _pair(ref, dist)
     if (a < 0).any() or (b < 0).any():
@@ -208,11 +212,11 @@ DELTA_E_ITP_SCALE = 720.0
 def hdr10_codes_to_ictcp(codes: NDArray[Any]) -> NDArray[np.float64]:
     """10-bit narrow-range BT.2020 PQ Y'CbCr codes (..., 3) -> ICtCp (ITU-R BT.2100-2, PQ), float64.
 
-    Codes -> R'G'B' (:func:`gpgmnet.colour.codes_to_rgb`, BT.2020, 10 bits),
-    clipped to [0, 1] -> PQ EOTF (:func:`gpgmnet.colour.pq_eotf`, absolute
+    Codes -> R'G'B' (:func:`sritm_core.colour.codes_to_rgb`, BT.2020, 10 bits),
+    clipped to [0, 1] -> PQ EOTF (:func:`sritm_core.colour.pq_eotf`, absolute
     cd/m^2) -> LMS (BT.2100-2 Table 6: (1688, 2146, 262; 683, 2951, 462; 99,
     309, 3688) / 4096) -> PQ inverse EOTF of the absolute LMS
-    (:func:`gpgmnet.colour.pq_inverse_eotf`) -> I = (L' + M') / 2,
+    (:func:`sritm_core.colour.pq_inverse_eotf`) -> I = (L' + M') / 2,
     Ct = (6610 L' - 13613 M' + 7003 S') / 4096,
     Cp = (17933 L' - 17390 M' - 543 S') / 4096.
     """

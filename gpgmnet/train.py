@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from gpgmnet import data, gradings
 from gpgmnet.arch import GPGMNet
 from gpgmnet.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from gpgmnet.contract import SCALES
+from sritm_core.contract import SCALES
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def _substitute_scale(config: dict[str, Any]) -> None:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of a JSON config file (its ``_comment`` dropped); unknown keys are refused."""
     try:
         loaded = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -182,6 +183,7 @@ def check_config(config: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``sritm train``; flags left out are None, so the config's values stand."""
     parser = argparse.ArgumentParser(
         prog="sritm train",
         description="Train GPGMNet on SDR/HDR10 pairs formed from HDR masters (or on Kim et al.'s patches).",
@@ -218,7 +220,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     if args.resume is not None:
         payload = read_checkpoint(args.resume)
         if not isinstance(payload.get("train_config"), dict) or "optimizer" not in payload:
-            raise CheckpointError(f"checkpoint {args.resume} has no training state to resume (not written by sritm train)")
+            raise CheckpointError(
+                f"checkpoint {args.resume} has no training state to resume (not written by sritm train)"
+            )
         config = {**copy.deepcopy(DEFAULTS), **copy.deepcopy(payload["train_config"])}
         if args.config is not None:
             config.update(read_config_file(args.config))
@@ -280,12 +284,14 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global random generators from ``seed``."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
 def make_device(name: str) -> torch.device:
+    """The torch device ``name`` (cpu, cuda, cuda:N), refused with a one-line message when unusable here."""
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -298,6 +304,7 @@ def make_device(name: str) -> torch.device:
 
 
 def learning_rate(config: dict[str, Any], step: int) -> float:
+    """The learning rate at ``step``: ``lr`` times ``lr_gamma`` for every milestone reached."""
     passed = sum(1 for milestone in config["lr_milestones"] if step >= milestone)
     return float(config["lr"]) * float(config["lr_gamma"]) ** passed
 
@@ -312,7 +319,8 @@ def cpu_has_bf16() -> bool:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         flags = []
-    return "amx_bf16" in flags or "avx512_bf16" in flags or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "amx_bf16" in flags or "avx512_bf16" in flags or bool(amx())
 
 
 def autocast_dtype(config: dict[str, Any], device: torch.device) -> torch.dtype | None:
@@ -399,6 +407,11 @@ def _finite_or_none(x: float) -> float | None:
 
 def write_log(checkpoint: Path, config: dict[str, Any], losses: Sequence[float], vals: Sequence[Sequence[float]],
               seconds_per_step: float | None, device: torch.device) -> None:
+    """Write the JSON log and the loss curve beside ``checkpoint``.
+
+    The JSON is written to a temporary file first, so a reader never sees it half-written.
+    Non-finite losses and PSNRs are written as null: standard JSON has no NaN or infinity.
+    """
     json_path, png_path = log_paths(checkpoint)
     document = {
         "checkpoint": str(checkpoint),
@@ -417,6 +430,10 @@ def write_log(checkpoint: Path, config: dict[str, Any], losses: Sequence[float],
 
 
 def plot_losses(path: Path, losses: Sequence[float], vals: Sequence[Sequence[float]], config: dict[str, Any]) -> None:
+    """Draw the loss per step (and its running mean) with the validation PSNR on a second axis, to ``path``.
+
+    Without matplotlib, warns and draws nothing.
+    """
     try:
         import matplotlib
 
@@ -456,26 +473,32 @@ def plot_losses(path: Path, losses: Sequence[float], vals: Sequence[Sequence[flo
     temporary.replace(path)
 
 
-def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progress: bool = True) -> int:
-    """Run (or continue) a training run; returns the exit status."""
-    from tqdm import tqdm
+def _build_network(config: dict[str, Any]) -> tuple[GPGMNet, dict[str, Any]]:
+    """A fresh GPGMNet for the run and the keyword arguments it was built from (saved with every checkpoint).
 
-    device = make_device(config["device"])
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    seed_everything(config["seed"])
-    scale = config["scale"]
-    model_config = {"scale": scale, **config["model"]}
+    A ``graded`` run conditions the network on every grading of :data:`gradings.NAMES`
+    unless ``model.conventions`` says otherwise.
+    """
+    model_config = {"scale": config["scale"], **config["model"]}
     if config["graded"]:
         model_config.setdefault("conventions", len(gradings.NAMES))
     try:
         network = GPGMNet(**model_config)
     except (TypeError, ValueError) as error:
         raise TrainError(f"bad model settings {config['model']}: {error}") from None
-    batches, validation = build_data(config, progress)
+    return network, model_config
 
+
+def _restore_weights_and_history(
+    network: GPGMNet, config: dict[str, Any], payload: dict[str, Any] | None
+) -> tuple[int, list[float], list[list[Any]], list[list[Any]], float]:
+    """Load the resumed checkpoint's weights (or the ``init`` checkpoint's) into ``network``.
+
+    Returns:
+        The step reached, the loss history, the validation (step, PSNR) history, the validation
+        (step, PSNR by set) history and the best validation PSNR so far: all empty, 0 or -inf
+        for a new run.
+    """
     step, losses, vals = 0, [], []
     by_set_history: list[list[Any]] = []
     best = -math.inf
@@ -493,6 +516,69 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
     elif config.get("init"):
         copied = initialise_from(network, Path(config["init"]))
         print(f"initialised {copied} tensors from {config['init']}", file=sys.stderr)
+    return step, losses, vals, by_set_history, best
+
+
+def _restore_optimizer_and_rng(optimizer: torch.optim.Optimizer, payload: dict[str, Any] | None,
+                               device: torch.device) -> None:
+    """When resuming, restore the Adam state and the torch RNG state (dropout/DropBlock) of the checkpoint."""
+    if payload is None:
+        return
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["rng_state"])
+    if device.type == "cuda" and payload.get("cuda_rng_state") is not None:
+        torch.cuda.set_rng_state(payload["cuda_rng_state"], device)
+
+
+def _optimisation_step(network: GPGMNet, optimizer: torch.optim.Optimizer,
+                       loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], lr: float,
+                       lr_batch: torch.Tensor, hr_batch: torch.Tensor, grading_batch: torch.Tensor,
+                       device: torch.device, dtype: torch.dtype | None) -> float:
+    """One Adam step at learning rate ``lr`` on one batch; returns the batch's loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    inputs = lr_batch.to(device, non_blocking=True)
+    if device.type == "cpu":
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    convention = convention_input(network, grading_batch)
+    with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        prediction = network(inputs, convention)
+    loss = loss_fn(prediction.float(), hr_batch.to(device, non_blocking=True))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.item())
+
+
+def _validate(network: GPGMNet, validation: Validation, device: torch.device, dtype: torch.dtype | None, step: int,
+              vals: list[list[Any]], by_set_history: list[list[Any]]) -> tuple[float, dict[str, float]]:
+    """Validate at ``step`` and append the result to both histories.
+
+    Returns:
+        The mean PSNR over the validation sets (what picks the best checkpoint) and the PSNR of each set.
+    """
+    by_set = validation_psnr_by_set(network, validation, device, dtype)
+    psnr = float(np.mean(list(by_set.values())))
+    vals.append([step, psnr])
+    by_set_history.append([step, by_set])
+    return psnr, by_set
+
+
+def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progress: bool = True) -> int:
+    """Run (or continue) a training run; returns the exit status."""
+    from tqdm import tqdm
+
+    device = make_device(config["device"])
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    seed_everything(config["seed"])
+    scale = config["scale"]
+    network, model_config = _build_network(config)
+    batches, validation = build_data(config, progress)
+
+    step, losses, vals, by_set_history, best = _restore_weights_and_history(network, config, payload)
     network.to(device).train()
     if device.type == "cpu":
         # oneDNN's convolutions run about 25 % faster in NHWC on CPU; weights save the same.
@@ -501,11 +587,7 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
         network.parameters(), lr=learning_rate(config, step), betas=tuple(config["adam_betas"]),
         weight_decay=config["weight_decay"],
     )
-    if payload is not None:
-        optimizer.load_state_dict(payload["optimizer"])
-        torch.set_rng_state(payload["rng_state"])
-        if device.type == "cuda" and payload.get("cuda_rng_state") is not None:
-            torch.cuda.set_rng_state(payload["cuda_rng_state"], device)
+    _restore_optimizer_and_rng(optimizer, payload, device)
     out = Path(config["out"])
     best_out = out.with_name(out.stem + ".best" + out.suffix)
     total = config["iterations"]
@@ -555,19 +637,8 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
     try:
         for lr_batch, hr_batch, grading_batch in loader:
             started = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
-            inputs = lr_batch.to(device, non_blocking=True)
-            if device.type == "cpu":
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            convention = convention_input(network, grading_batch)
-            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                prediction = network(inputs, convention)
-            loss = loss_fn(prediction.float(), hr_batch.to(device, non_blocking=True))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.item())
+            value = _optimisation_step(network, optimizer, loss_fn, learning_rate(config, step),
+                                       lr_batch, hr_batch, grading_batch, device, dtype)
             step_times.append(time.perf_counter() - started)
             step += 1
             losses.append(value)
@@ -575,10 +646,7 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
                 save()
                 raise TrainError(f"the loss became {value} at step {step}; saved {out} for inspection")
             if step % config["val_every"] == 0 or step == total:
-                by_set = validation_psnr_by_set(network, validation, device, dtype)
-                psnr = float(np.mean(list(by_set.values())))
-                vals.append([step, psnr])
-                by_set_history.append([step, by_set])
+                psnr, by_set = _validate(network, validation, device, dtype, step, vals, by_set_history)
                 postfix["val_psnr"] = f"{psnr:.2f}"
                 if psnr > best:
                     best = psnr
@@ -636,7 +704,11 @@ def _request_stop(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``sritm train``: returns 0, 2 on a bad setting, data or checkpoint (one ``error:`` line), 130 on Ctrl-C/SIGTERM."""
+    """``sritm train``: parse the command line and run :func:`train`.
+
+    Returns:
+        0; 2 on a bad setting, data or checkpoint (one ``error:`` line); 130 on Ctrl-C/SIGTERM.
+    """
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _request_stop)
     if not logging.getLogger().handlers:

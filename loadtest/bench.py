@@ -6,9 +6,11 @@
 and in ``--rounds`` rounds whose order rotates (so machine noise hits every
 path alike):
 
-* ``raw_network``: the ONNX Runtime session alone, with the served model's
-  settings (``gpgmnet.serving.make_onnx_session``, the repository's
-  ``intra_op_threads``), on the pre-processed frames;
+* ``raw_network``: an ONNX Runtime session alone, on the pre-processed frames,
+  with the settings the CPU repository uses when its ``runtime`` parameter is
+  ``onnxruntime`` (``sritm_serving.runtimes.make_onnx_session``, the
+  repository's ``intra_op_threads``); the repository's default runtime is
+  OpenVINO f32, which ``openvino`` measures;
 * ``raw_pipeline``: pre-processing + that session + post-processing in this process;
 * ``torch_eager``: the same network in PyTorch (eager, ``inference_mode``);
 * ``openvino``: OpenVINO's CPU plugin on the same ``model.onnx`` in f32, like
@@ -45,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from loadkit import (
     DEFAULT_REPOSITORY,
     REPORTS_DIR,
@@ -62,19 +63,27 @@ from loadkit import (
     where_time_goes_markdown,
 )
 
-from gpgmnet.contract import NETWORK_CONDITION_NAME, NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, Rendering, network_model_name
-from gpgmnet.serving import (
+from sritm_core.contract import (
+    NETWORK_CONDITION_NAME,
+    NETWORK_INPUT_NAME,
+    NETWORK_OUTPUT_NAME,
+    Rendering,
+    network_model_name,
+)
+from sritm_serving.processing import (
     bicubic_upsample,
     condition_one_hot,
     i420_from_network_output,
-    make_onnx_session,
     network_input_from_i420,
 )
-from gpgmnet.triton_server import ServerPorts, TritonServer, TritonServerError
+from sritm_serving.runtimes import compile_openvino, make_onnx_session
+from sritm_serving.triton_server import ServerPorts, TritonServer, TritonServerError
 
 BT2446A = condition_one_hot(Rendering())
 """Every benchmark request asks for the default convention."""
-PATHS = ("raw_network", "raw_pipeline", "torch_eager", "openvino", "openvino_default", "ensemble_unary", "ensemble_stream")
+PATHS = (
+    "raw_network", "raw_pipeline", "torch_eager", "openvino", "openvino_default", "ensemble_unary", "ensemble_stream",
+)
 THROUGHPUT_GOAL = 0.9
 
 
@@ -94,12 +103,8 @@ def openvino_model(onnx_path: Path, precision: str | None) -> tuple[Callable[[np
     try:
         import openvino as ov
     except ImportError as error:
-        return None, f"not installed ({error}); `pip install openvino==2026.4.1` (the loadtest extra) supports numpy < 2"
-    core = ov.Core()
-    config = {"PERFORMANCE_HINT": "LATENCY"}
-    if precision:
-        config["INFERENCE_PRECISION_HINT"] = precision
-    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+        return None, f"not installed ({error}); `pip install openvino==2026.4.1` (the serve extra) supports numpy < 2"
+    compiled = compile_openvino(onnx_path, precision)
     request = compiled.create_infer_request()
     threads = compiled.get_property("INFERENCE_NUM_THREADS")
     hint = compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -115,20 +120,25 @@ def openvino_model(onnx_path: Path, precision: str | None) -> tuple[Callable[[np
 
 
 def torch_model(scale: int) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
+    """The network of ``scale`` in eager PyTorch, as it is exported (residual only), or None and why not.
+
+    It has the shipped weights, or seeded random ones where none are shipped.
+    """
     try:
         import torch
 
         from gpgmnet.checkpoint import load_network
     except ImportError as error:
         return None, f"not installed ({error})"
-    network, metadata = load_network(None, scale)
+    network, metadata = load_network(None, scale, random_weights=True)
     network.bicubic_skip = False  # the served graph: the residual only
 
     def run(network_input: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return network(torch.from_numpy(network_input)).numpy()  # type: ignore[no-any-return]
 
-    return run, f"PyTorch {torch.__version__} eager, {torch.get_num_threads()} threads, weights: {metadata.get('source')}"
+    return run, (f"PyTorch {torch.__version__} eager, {torch.get_num_threads()} threads, "
+                 f"weights: {metadata.get('source')}")
 
 
 def timed_pass(run: Callable[[int], Any], count: int) -> tuple[float, list[float]]:
@@ -143,6 +153,11 @@ def timed_pass(run: Callable[[int], Any], count: int) -> tuple[float, list[float
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the engines, start a server, benchmark every size and write the reports.
+
+    Returns:
+        The exit status: 0, or 2 when the repository has no network or the server does not start.
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--scale", type=int, choices=(2, 4), default=4)
@@ -215,6 +230,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[str, Any], client: Any,
                sdr_frame: Any, metrics_url: str, sampler: MemorySampler, skip: set[str]) -> dict[str, Any]:
+    """Time every path not in ``skip`` on ``args.frames`` frames of one size, in ``args.rounds`` rotating rounds.
+
+    Args:
+        size: the low-resolution HEIGHTxWIDTH.
+        args: the command line (``scale``, ``frames``, ``rounds``, ``window``).
+        engines: per engine path, its function of the network input (None where unavailable) and its note.
+        client: an ``SritmClient`` connected to the server.
+        sdr_frame: the ``SdrFrame`` class.
+        metrics_url: the server's Prometheus endpoint.
+        sampler: the server's memory sampler; the size's start and end are marked on it.
+        skip: the paths to leave out.
+
+    Returns:
+        The size's entry in the report: medians, frames/s, ratios, agreement with ONNX Runtime, Triton's
+        account of the ensemble's time and the server's peak memory.
+    """
     scale = args.scale
     buffers = random_i420_frames(size, args.frames, seed=5)
     frames = [sdr_frame.from_i420(buffer, pts) for pts, buffer in enumerate(buffers)]
@@ -304,6 +335,7 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[st
 
 
 def markdown(results: dict[str, Any]) -> str:
+    """The Markdown report of :func:`main`'s results."""
     scale = results["scale"]
     lines = [
         f"# Benchmarks (x{scale}): served vs raw, ONNX Runtime vs PyTorch vs OpenVINO",
@@ -339,8 +371,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{label}: " + ", ".join(f"{k} {v:.1e}" for k, v in size["max_abs_difference_vs_onnxruntime"].items())
         for label, size in results["sizes"].items())]
     for label, size in results["sizes"].items():
-        lines += ["", f"## Where an ensemble request's time goes at {label} (Triton's metrics, mean ms per request)", "",
-                  *where_time_goes_markdown(size["server_time_ms_per_request"])]
+        lines += ["", f"## Where an ensemble request's time goes at {label} (Triton's metrics, mean ms per request)",
+                  "", *where_time_goes_markdown(size["server_time_ms_per_request"])]
     return "\n".join(lines) + "\n"
 
 

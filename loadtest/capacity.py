@@ -8,7 +8,7 @@ with closed-loop clients, one thread and one connection each, for
 * ``ensemble``: ``sritm_x{s}`` through the SDK (``SritmClient.convert``: I420 in,
   pre-processing, GPGMNet, post-processing, I420 out), and
 * ``network``: ``gpgmnet_x{s}`` alone, sent the FP32 ``[1, 3, h, w]`` ``LR_YUV``
-  the pre-processor makes of the same frames.
+  the pre-processor makes of the same frames (and the default ``CONDITION``).
 
 Each point runs for ``--seconds`` (and at least ``--min-requests`` requests);
 Triton's Prometheus metrics are scraped before and after every point, so the
@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from loadkit import (
     DEFAULT_REPOSITORY,
     REPORTS_DIR,
@@ -59,19 +58,19 @@ from loadkit import (
     where_time_goes_markdown,
 )
 
-from gpgmnet.contract import (
+from sritm_core.contract import (
     INPUT_NAME,
     NETWORK_CONDITION_NAME,
     NETWORK_INPUT_NAME,
     NETWORK_OUTPUT_NAME,
-    PREPROCESS_MODEL,
     POSTPROCESS_MODEL,
+    PREPROCESS_MODEL,
     Rendering,
     ensemble_name,
     network_model_name,
 )
-from gpgmnet.serving import condition_one_hot, network_input_from_i420
-from gpgmnet.triton_server import ServerPorts, TritonServer, TritonServerError
+from sritm_serving.processing import condition_one_hot, network_input_from_i420
+from sritm_serving.triton_server import ServerPorts, TritonServer, TritonServerError
 
 TARGETS = ("ensemble", "network")
 BT2446A = condition_one_hot(Rendering())
@@ -83,6 +82,18 @@ STATISTICS_SETTLE_S = 0.3
 
 @dataclass
 class Point:
+    """One point of the sweep: one target at one concurrency.
+
+    Attributes:
+        target: ``ensemble`` or ``network`` (:data:`TARGETS`).
+        model: the Triton model the requests went to.
+        requests: the requests that succeeded; ``failures`` those that raised.
+        seconds: how long the closed loop ran.
+        throughput: successful requests per second over ``seconds``.
+        server: Triton's account per model, from :func:`loadkit.where_time_goes`.
+        perf_analyzer: perf_analyzer's measurement of the same point, where it ran.
+    """
+
     target: str
     model: str
     concurrency: int
@@ -100,7 +111,9 @@ class Point:
 # --------------------------------------------------------------------------- load
 
 
-def make_caller(target: str, url: str, scale: int, size: tuple[int, int]) -> tuple[Callable[[int], None], Callable[[], None]]:
+def make_caller(
+    target: str, url: str, scale: int, size: tuple[int, int]
+) -> tuple[Callable[[int], None], Callable[[], None]]:
     """A function sending request number ``i`` on a connection of its own, and its closer."""
     if target == "ensemble":
         from sritm_client import SritmClient
@@ -124,8 +137,8 @@ def make_caller(target: str, url: str, scale: int, size: tuple[int, int]) -> tup
         tensor.set_data_from_numpy(inputs[index % len(inputs)])
         condition = grpcclient.InferInput(NETWORK_CONDITION_NAME, list(BT2446A.shape), "FP32")
         condition.set_data_from_numpy(BT2446A)
-        result = triton.infer(model, [tensor, condition], outputs=[grpcclient.InferRequestedOutput(NETWORK_OUTPUT_NAME)],
-                              client_timeout=600)
+        result = triton.infer(model, [tensor, condition],
+                              outputs=[grpcclient.InferRequestedOutput(NETWORK_OUTPUT_NAME)], client_timeout=600)
         residual = result.as_numpy(NETWORK_OUTPUT_NAME)
         expected = (1, 3, scale * size[0], scale * size[1])
         if residual is None or residual.shape != expected:
@@ -175,6 +188,7 @@ def closed_loop(callers: list[Callable[[int], None]], seconds: float, min_reques
 
 def measure_point(target: str, url: str, metrics_url: str, scale: int, size: tuple[int, int], concurrency: int,
                   seconds: float, min_requests: int) -> Point:
+    """Measure one point: ``concurrency`` closed-loop connections to ``target``, with Triton's metrics around it."""
     connections = [make_caller(target, url, scale, size) for _ in range(concurrency)]
     try:
         connections[0][0](0)  # warm-up: first-run allocations of this size in every model instance
@@ -215,7 +229,8 @@ def find_perf_analyzer() -> tuple[str | None, str]:
         return None, f"{path} does not run: {error}"
     text = version.stdout + version.stderr
     if version.returncode != 0 or "concurrency-range" not in usage.stdout + usage.stderr:
-        return None, f"{path} is not a working perf_analyzer (--version exited {version.returncode}: {text.strip()[:200]})"
+        return None, (f"{path} is not a working perf_analyzer "
+                      f"(--version exited {version.returncode}: {text.strip()[:200]})")
     return path, text.strip().splitlines()[0] if text.strip() else "perf_analyzer"
 
 
@@ -250,6 +265,7 @@ def run_perf_analyzer(binary: str, model: str, url: str, input_name: str, shape:
 
 
 def plot(points: list[Point], path: Path, title: str) -> None:
+    """Plot throughput and p50/p95 latency against concurrency, per target, into the PNG ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -289,14 +305,16 @@ def plot(points: list[Point], path: Path, title: str) -> None:
 
 
 def markdown(report: dict[str, Any], points: list[Point], scale: int) -> str:
+    """The Markdown report: the table of points, then where the time goes at each point."""
     size = report["lr_size"]
     lines = [
         f"# Capacity: {size} at x{scale} ({report['hr_size']} out)",
         "",
-        f"{report['machine']}; {report['seconds_per_point']} s per point (at least {report['min_requests']} requests); "
-        f"server: {report['server']}.",
+        f"{report['machine']}; {report['seconds_per_point']} s per point "
+        f"(at least {report['min_requests']} requests); server: {report['server']}.",
         "",
-        "| target | model | concurrency | requests | failures | frames/s | p50 ms | p95 ms | perf_analyzer frames/s | perf_analyzer p95 ms |",
+        "| target | model | concurrency | requests | failures | frames/s | p50 ms | p95 ms "
+        "| perf_analyzer frames/s | perf_analyzer p95 ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
@@ -311,9 +329,10 @@ def markdown(report: dict[str, Any], points: list[Point], scale: int) -> str:
         lines += [f"### {p.target}, concurrency {p.concurrency}", "", *where_time_goes_markdown(p.server), ""]
     lines += [
         "`queue` is the wait for a free model instance, `compute infer` the model's own work "
-        f"(`{PREPROCESS_MODEL}`: I420 to YUV 4:4:4; `{network_model_name(scale)}`: ONNX Runtime; `{POSTPROCESS_MODEL}`: "
-        "bicubic skip, 10-bit 4:2:0), `compute input/output` the copies in and out of the Python backend's "
-        "shared memory. The ensemble's `request ms` is the whole pipeline as the server sees it.",
+        f"(`{PREPROCESS_MODEL}`: I420 to YUV 4:4:4; `{network_model_name(scale)}`: GPGMNet, in OpenVINO by default "
+        f"in the CPU repository, TensorRT in the GPU one; `{POSTPROCESS_MODEL}`: bicubic skip, 10-bit 4:2:0), "
+        "`compute input/output` the copies in and out of the Python backend's shared memory. "
+        "The ensemble's `request ms` is the whole pipeline as the server sees it.",
         "",
     ]
     return "\n".join(lines)
@@ -321,6 +340,7 @@ def markdown(report: dict[str, Any], points: list[Point], scale: int) -> str:
 
 @contextlib.contextmanager
 def server_endpoints(args: argparse.Namespace, log_path: Path) -> Iterator[tuple[str, str, str]]:
+    """``(gRPC url, metrics url, note)`` of ``--url``'s server, or of one started on ``--repository`` for the block."""
     if args.url:
         if not args.metrics_url:
             raise SystemExit("error: --url needs --metrics-url")
@@ -332,6 +352,7 @@ def server_endpoints(args: argparse.Namespace, log_path: Path) -> Iterator[tuple
 
 
 def machine() -> str:
+    """The CPU architecture, core count and platform, for the report."""
     import os
     import platform
 
@@ -339,6 +360,11 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Sweep the targets and concurrencies and write the reports.
+
+    Returns:
+        The exit status: 0, 1 when a request failed, 2 when there is no network or the server does not start.
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--url", help="gRPC address of a running server (default: start one)")
@@ -359,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(t not in TARGETS for t in targets) or not targets:
         parser.error(f"--targets takes {' and/or '.join(TARGETS)}")
     if not args.url and not (args.repository / network_model_name(args.scale)).is_dir():
-        print(f"error: {args.repository} has no {network_model_name(args.scale)}: run `make repository`", file=sys.stderr)
+        print(f"error: {args.repository} has no {network_model_name(args.scale)}: run `make repository`",
+              file=sys.stderr)
         return 2
     prefix = args.prefix or f"capacity_x{args.scale}_{size_label(args.size)}"
     reports = args.reports_dir

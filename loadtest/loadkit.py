@@ -42,10 +42,12 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``"68x120,136x240"`` -> ``[(68, 120), (136, 240)]``, each part read by :func:`parse_size`; blanks skipped."""
     return [parse_size(part) for part in text.split(",") if part.strip()]
 
 
 def size_label(size: tuple[int, int]) -> str:
+    """``(68, 120)`` -> ``"68x120"``."""
     return f"{size[0]}x{size[1]}"
 
 
@@ -55,6 +57,7 @@ def random_i420(height: int, width: int, rng: np.random.Generator) -> NDArray[np
 
 
 def random_i420_frames(size: tuple[int, int], count: int, seed: int = 0) -> list[NDArray[np.uint8]]:
+    """``count`` distinct noise I420 buffers of ``size``: the same ones for the same size and ``seed``."""
     rng = np.random.default_rng([seed, size[0], size[1]])
     return [random_i420(size[0], size[1], rng) for _ in range(count)]
 
@@ -110,15 +113,18 @@ class MemorySampler:
     _started: float = field(default=0.0, repr=False)
 
     def start(self) -> MemorySampler:
+        """Start sampling on a daemon thread; sample times count from now. Returns the sampler."""
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
         self._thread.start()
         return self
 
     def elapsed(self) -> float:
+        """Seconds since :meth:`start`."""
         return time.monotonic() - self._started
 
     def sample(self) -> None:
+        """Append one sample now; once the server process is gone, append nothing."""
         try:
             memory = process_tree_memory(self.pid)
         except Exception:  # the server is gone (stopped or crashed): nothing to sample
@@ -126,6 +132,7 @@ class MemorySampler:
         self.samples.append((self.elapsed(), memory["rss"], memory["pss"], memory["processes"]))
 
     def mark(self, label: str) -> None:
+        """Take a sample and record ``label`` at the current time."""
         self.sample()
         self.marks.append((self.elapsed(), label))
 
@@ -135,18 +142,22 @@ class MemorySampler:
             self._stop.wait(self.interval_s)
 
     def stop(self) -> None:
+        """Stop the thread (waiting up to 10 s for it) and take a last sample."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.sample()
 
     def peak_rss(self, start: float = 0.0, end: float = float("inf")) -> int:
+        """The highest RSS (bytes) sampled from ``start`` to ``end`` seconds, or 0 where nothing was sampled."""
         return max((rss for t, rss, _, _ in self.samples if start <= t <= end), default=0)
 
     def peak_pss(self, start: float = 0.0, end: float = float("inf")) -> int:
+        """The highest PSS (bytes) sampled from ``start`` to ``end`` seconds, or 0 where nothing was sampled."""
         return max((pss for t, _, pss, _ in self.samples if start <= t <= end), default=0)
 
     def write_csv(self, path: Path, offset_s: float = 0.0) -> None:
+        """Write the samples to ``path`` as CSV, with ``offset_s`` subtracted from their times."""
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["seconds", "rss_bytes", "pss_bytes", "processes"])
@@ -155,6 +166,7 @@ class MemorySampler:
 
 
 def mib(value: float) -> float:
+    """Bytes -> MiB, rounded to one decimal."""
     return round(value / 2**20, 1)
 
 
@@ -177,12 +189,17 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def scrape_metrics(url: str, timeout_s: float = 10.0) -> str:
+    """The text of a Prometheus endpoint such as Triton's ``/metrics``."""
     with urllib.request.urlopen(url, timeout=timeout_s) as response:
         return str(response.read().decode())
 
 
 def parse_metrics(text: str) -> dict[str, dict[str, float]]:
-    """``{model: {counter: value}}`` for the per-model counters (summed over versions), plus ``{"": {...}}`` for the rest."""
+    """Parse a Prometheus scrape into ``{model: {counter: value}}``.
+
+    The counters of :data:`MODEL_COUNTERS` are summed over model versions. Every
+    other sample goes under the model ``""``, keyed by its name and its labels.
+    """
     result: dict[str, dict[str, float]] = defaultdict(dict)
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -202,7 +219,9 @@ def parse_metrics(text: str) -> dict[str, dict[str, float]]:
     return dict(result)
 
 
-def metrics_delta(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+def metrics_delta(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
     """Per model, what each counter grew by between two scrapes (models with no new request are left out)."""
     delta: dict[str, dict[str, float]] = {}
     for model, counters in after.items():
@@ -239,8 +258,10 @@ def where_time_goes(delta: dict[str, dict[str, float]]) -> dict[str, dict[str, f
 
 
 def where_time_goes_markdown(table: dict[str, dict[str, float]]) -> list[str]:
+    """The lines of a Markdown table of :func:`where_time_goes`' result, one row per model."""
     lines = [
-        "| model | requests | executions | request ms | queue ms | compute input ms | compute infer ms | compute output ms |",
+        "| model | requests | executions | request ms | queue ms "
+        "| compute input ms | compute infer ms | compute output ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for model, row in table.items():
@@ -252,11 +273,12 @@ def where_time_goes_markdown(table: dict[str, dict[str, float]]) -> list[str]:
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, NaN where there are none."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
 
 
 def json_ready(value: Any) -> Any:
-    """Round floats for reports."""
+    """``value`` with every float rounded to 3 decimals, inside dicts, lists and tuples too (tuples become lists)."""
     if isinstance(value, float):
         return round(value, 3)
     if isinstance(value, dict):

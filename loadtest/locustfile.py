@@ -31,17 +31,16 @@ import itertools
 import time
 from typing import Any
 
+import grpc.experimental.gevent as grpc_gevent
 from locust import User, constant, events, tag, task  # monkey-patches the standard library first
 from locust.exception import StopUser
-
-import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()
 
 from loadkit import parse_sizes, sdr_frames, size_label  # noqa: E402  (Locust puts this folder on sys.path)
 
-from gpgmnet.contract import ensemble_name  # noqa: E402
 from sritm_client import SdrFrame, SritmClient  # noqa: E402
+from sritm_core.contract import ensemble_name  # noqa: E402
 
 DEFAULT_SIZES = "32x56,48x80,64x112"
 DISTINCT_FRAMES = 4  # frames per size, cycled: the server never sees the same bytes twice in a row
@@ -131,16 +130,19 @@ class SingleFrameUser(_SritmUser):
     @tag("single", "small")
     @task
     def small(self) -> None:
+        """Convert one frame of the small size (the first of ``--sizes``)."""
         self._convert(0)
 
     @tag("single", "medium")
     @task
     def medium(self) -> None:
+        """Convert one frame of the medium size (the second of ``--sizes``)."""
         self._convert(1)
 
     @tag("single", "large")
     @task
     def large(self) -> None:
+        """Convert one frame of the large size (the third of ``--sizes``)."""
         self._convert(2)
 
 
@@ -150,6 +152,10 @@ class StreamingUser(_SritmUser):
     @tag("stream")
     @task
     def session(self) -> None:
+        """One session: each frame is reported from its send to its in-order delivery, then the session as a whole.
+
+        The session fails where the stream raised or did not deliver all ``--stream-frames`` frames.
+        """
         size, count, window = self.stream_size, self.stream_frames, self.stream_window
         base = _frames(size)
         frames = [SdrFrame(base[index % len(base)].i420, pts) for index, pts in enumerate(range(count))]

@@ -3,7 +3,7 @@
 
 ``make loadtest`` and ``make soak`` call this. It
 
-1. starts ``tritonserver`` (``gpgmnet.triton_server.TritonServer``) on free
+1. starts ``tritonserver`` (``sritm_serving.triton_server.TritonServer``) on free
    loopback ports on ``--repository``;
 2. warms it up with one frame of every size the run uses (first-run
    allocations are not part of the measurement, nor of the memory baseline);
@@ -40,8 +40,8 @@ from typing import Any
 
 from loadkit import DEFAULT_REPOSITORY, REPORTS_DIR, MemorySampler, mib, parse_sizes, sdr_frames, size_label
 
-from gpgmnet.contract import network_model_name
-from gpgmnet.triton_server import ServerPorts, TritonServer, TritonServerError
+from sritm_core.contract import network_model_name
+from sritm_serving.triton_server import ServerPorts, TritonServer, TritonServerError
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEFAULT_SIZES = "32x56,48x80,64x112"
@@ -75,11 +75,13 @@ def classes_for_tags(tags: list[str]) -> list[str]:
 
 
 def read_stats(path: Path) -> list[dict[str, str]]:
+    """The rows of a Locust ``PREFIX_stats.csv``."""
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
 def number(text: str) -> float:
+    """A stats field as a float; NaN where it is missing or not a number (Locust writes ``N/A``)."""
     try:
         return float(text)
     except (TypeError, ValueError):
@@ -87,6 +89,7 @@ def number(text: str) -> float:
 
 
 def is_session(name: str) -> bool:
+    """Whether a stats row is a whole streaming session (listed, but not bounded by ``--p95-ms``)."""
     return " stream session " in name
 
 
@@ -146,6 +149,7 @@ def soak_verdict(sampler: MemorySampler, locust_started: float, duration_s: floa
 
 
 def plot_memory(sampler: MemorySampler, locust_started: float, path: Path, title: str) -> None:
+    """Plot the server's RSS and PSS against the seconds since the load started into the PNG ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,7 +169,8 @@ def plot_memory(sampler: MemorySampler, locust_started: float, path: Path, title
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--users", type=int, default=2)
@@ -188,6 +193,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-growth", type=float, default=0.10)
     parser.add_argument("--sample-every", type=float, default=0.0, help="memory sampling period in seconds "
                         "(default: run time / 60, between 1 and 5)")
+    return parser
+
+
+def memory_summary(sampler: MemorySampler) -> dict[str, Any]:
+    """The server's memory in MiB: idle (before the warm-up), right after the warm-up, and the peaks of the run."""
+    marks = dict((label, t) for t, label in sampler.marks)
+    return {
+        "idle_rss_mib": mib(sampler.peak_rss(0, marks.get("idle", 0))),
+        "after_warm_up_rss_mib": mib(next((rss for t, rss, _, _ in sampler.samples if t >= marks.get("warm", 0)), 0)),
+        "peak_rss_mib": mib(sampler.peak_rss()),
+        "peak_pss_mib": mib(sampler.peak_pss()),
+        "processes": max((n for _, _, _, n in sampler.samples), default=0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the server, warm it up, run Locust, judge the run and write the summary.
+
+    Returns:
+        The exit status: 0 when the run passed, 1 when it failed, 2 when it could not start.
+    """
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     prefix = args.prefix or ("soak" if args.soak else "loadtest")
@@ -262,14 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         if raised:
             first = raised[0].get("Message", "").strip()
             problems.append(f"Locust users raised {len(raised)} kind(s) of exception, first: {first[:300]}")
-    marks = dict((label, t) for t, label in sampler.marks)
-    result["memory"] = {
-        "idle_rss_mib": mib(sampler.peak_rss(0, marks.get("idle", 0))),
-        "after_warm_up_rss_mib": mib(next((rss for t, rss, _, _ in sampler.samples if t >= marks.get("warm", 0)), 0)),
-        "peak_rss_mib": mib(sampler.peak_rss()),
-        "peak_pss_mib": mib(sampler.peak_pss()),
-        "processes": max((n for _, _, _, n in sampler.samples), default=0),
-    }
+    result["memory"] = memory_summary(sampler)
     if args.soak:
         verdict = soak_verdict(sampler, locust_started, args.run_time, args.max_rss_growth)
         result["soak"] = verdict
@@ -292,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def warm_up(url: str, scale: int, sizes: list[tuple[int, int]]) -> None:
+    """Convert one frame of each distinct size, so that first-run allocations happen before the measurement."""
     from sritm_client import SritmClient
 
     with SritmClient(url, scale=scale, timeout_s=300) as client:
@@ -300,6 +321,7 @@ def warm_up(url: str, scale: int, sizes: list[tuple[int, int]]) -> None:
 
 
 def print_summary(result: dict[str, Any], reports: Path, prefix: str) -> None:
+    """Print the per-request table, the server's memory, the soak verdict, the report paths and the verdict."""
     print("\n| request | count | failures | median ms | p95 ms | req/s |\n|---|---:|---:|---:|---:|---:|")
     for entry in result.get("requests", []):
         bound = "" if entry["p95_bounded"] else " (not bounded)"

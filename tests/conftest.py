@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# The build scripts are scripts, not a package; the tests import their functions.
-sys.path.insert(0, str(ROOT / "build"))
 
 SHARED_DIR = ROOT.parent / "shared"
 HDR_SCENES_DIR = SHARED_DIR / "data" / "hdr-scenes"
-COMMITTED_MODELS = ("sritm_preprocess", "sritm_postprocess", "sritm_x2", "sritm_x4")
 
 
 @pytest.fixture(scope="session")
@@ -38,14 +33,11 @@ def served_networks() -> dict[int, object]:
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory: pytest.TempPathFactory, served_networks: dict[int, object]) -> Path:
     """The CPU repository, assembled the way `make repository` does it, in a temporary folder."""
-    from assemble_repository import assemble
-    from export_onnx import export_onnx
+    from build.assemble_repository import assemble
+    from build.export_onnx import export_onnx
 
     work = tmp_path_factory.mktemp("repository")
     artifacts, repository = work / "artifacts", work / "model_repository"
-    repository.mkdir()
-    for name in COMMITTED_MODELS:
-        shutil.copytree(ROOT / "model_repository" / name, repository / name)
     for scale, network in served_networks.items():
         export_onnx(network, artifacts / f"gpgmnet_x{scale}.onnx")  # type: ignore[arg-type]
     assemble("cpu", (2, 4), artifacts, repository)
@@ -55,7 +47,7 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory, served_networks: 
 @pytest.fixture(scope="session")
 def triton_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One real tritonserver for the whole session, on free loopback ports."""
-    from gpgmnet.triton_server import ServerPorts, TritonServer
+    from sritm_serving.triton_server import ServerPorts, TritonServer
 
     log_path = tmp_path_factory.mktemp("triton") / "tritonserver.log"
     server = TritonServer(model_repository, ServerPorts.free(), log_path=log_path)

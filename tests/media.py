@@ -70,7 +70,8 @@ def write_sdr(
 def ffprobe(path: Path, *args: str) -> dict[str, Any]:
     assert FFPROBE is not None
     out = subprocess.run(
-        [FFPROBE, "-v", "error", *args, "-of", "json", str(path)], check=True, capture_output=True, text=True, timeout=30
+        [FFPROBE, "-v", "error", *args, "-of", "json", str(path)],
+        check=True, capture_output=True, text=True, timeout=30,
     )
     result: dict[str, Any] = json.loads(out.stdout)
     return result

@@ -12,13 +12,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from media import decoded_frame_count, ffprobe, needs_ffprobe, side_data, write_sdr
+
 from sritm_client import SdrFrame, SritmClient
 from sritm_client.cli import main
 from sritm_client.convert import crop_hdr
 from sritm_client.video import content_light_level
+from sritm_serving.triton_server import ServerPorts
 
-from gpgmnet.triton_server import ServerPorts
+from media import decoded_frame_count, ffprobe, needs_ffprobe, side_data, write_sdr
+from processes import read_until
 
 pytestmark = pytest.mark.server
 
@@ -125,7 +127,10 @@ def one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> N
 
 
 def error_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
-    """Path mistakes; bad *content* (corrupt, 10-bit, alpha, greyscale, empty files) is tests/test_malformed.py's table."""
+    """Path mistakes.
+
+    Bad *content* (corrupt, 10-bit, alpha, greyscale, empty files) is tests/test_malformed.py's table.
+    """
     image = tmp_path / "in.png"
     cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
     return {
@@ -162,12 +167,7 @@ def test_ctrl_c_leaves_a_playable_file(triton_server, tmp_path):
         # A job started in the background inherits SIGINT ignored; the CLI must see it as a terminal user's Ctrl-C.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    seen = ""
-    assert process.stderr is not None
-    while "| 3/30" not in seen:
-        chunk = process.stderr.read(1)
-        assert chunk, f"the CLI ended before 3 frames: {seen}"
-        seen += chunk
+    seen = read_until(process, lambda text: "| 3/30" in text, "progress at 3 of 30 frames")
     process.send_signal(signal.SIGINT)
     remaining = process.stderr.read()
     assert process.wait(timeout=60) == 130, seen + remaining
@@ -178,11 +178,13 @@ def test_ctrl_c_leaves_a_playable_file(triton_server, tmp_path):
 
 @needs_ffprobe
 def test_demo_writes_video_and_side_by_side(model_repository, tmp_path):
-    from sritm_client.demo import main as demo
+    from demo.convert_sample import main as demo
 
     source = tmp_path / "tiny.mp4"
     write_sdr(source, n=3, w=32, h=16, audio="aac")
-    assert demo(["--input", str(source), "--repository", str(model_repository), "--out-dir", str(tmp_path / "out")]) == 0
+    assert demo(
+        ["--input", str(source), "--repository", str(model_repository), "--out-dir", str(tmp_path / "out")]
+    ) == 0
     assert decoded_frame_count(tmp_path / "out" / "demo_hdr10.mkv") == 3
     assert decoded_frame_count(tmp_path / "out" / "demo_hdr10_bt2408.mkv") == 3
     picture = cv2.imread(str(tmp_path / "out" / "demo_side_by_side.png"))

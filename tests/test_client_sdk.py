@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from gpgmnet.contract import INPUT_NAME, OUTPUT_NAME, ensemble_name
 from sritm_client import (
     AsyncSritmClient,
     ContractMismatchError,
@@ -30,8 +29,9 @@ from sritm_client import (
     SritmClient,
     TlsOptions,
 )
-from sritm_client.client import _check_contract, _connection_arguments, _StreamBook
+from sritm_client.core import StreamBook, check_contract, connection_arguments
 from sritm_client.shm import region_prefix
+from sritm_core.contract import INPUT_NAME, OUTPUT_NAME, ensemble_name
 
 ROOT = Path(__file__).resolve().parent.parent
 MIXED_SIZES = ((16, 16), (16, 48), (32, 32), (48, 64))
@@ -91,11 +91,12 @@ def assert_same_frames(converted: list[HdrFrame], expected: list[HdrFrame]) -> N
 
 
 def test_from_rgb8_is_bt709_narrow_range_not_opencv_bt601():
-    kr, kb = 0.2126, 0.0722  # BT.709-6 item 3.2, independent of gpgmnet.colour
+    kr, kb = 0.2126, 0.0722  # BT.709-6 item 3.2, independent of sritm_core.colour
 
     def bt709_codes(r: float, g: float, b: float) -> tuple[int, int, int]:
         y = kr * r + (1 - kr - kb) * g + kb * b
-        return round(16 + 219 * y), round(128 + 224 * (b - y) / (2 * (1 - kb))), round(128 + 224 * (r - y) / (2 * (1 - kr)))
+        return (round(16 + 219 * y), round(128 + 224 * (b - y) / (2 * (1 - kb))),
+                round(128 + 224 * (r - y) / (2 * (1 - kr))))
 
     for rgb, expected in [((255, 255, 255), (235, 128, 128)), ((0, 0, 0), (16, 128, 128)),
                           ((255, 0, 0), (63, 102, 240)), ((0, 255, 0), (173, 42, 26)), ((0, 0, 255), (32, 240, 118))]:
@@ -112,7 +113,8 @@ def test_from_rgb8_is_bt709_narrow_range_not_opencv_bt601():
 
 def test_frames_validate_their_layout_in_one_line():
     for array, problem in [(np.zeros((25, 32), np.uint8), "not 3H/2"), (np.zeros((24, 31), np.uint8), "even height"),
-                           (np.zeros((24, 32), np.float32), "must be uint8"), (np.zeros((2, 24, 32), np.uint8), "2 dimensions")]:
+                           (np.zeros((24, 32), np.float32), "must be uint8"),
+                           (np.zeros((2, 24, 32), np.uint8), "2 dimensions")]:
         with pytest.raises(InvalidFrameError, match=problem) as raised:
             SdrFrame.from_i420(array)
         assert "\n" not in str(raised.value)
@@ -137,7 +139,7 @@ def test_hdr_frame_to_rgb_pq16():
 
 def test_stream_book_orders_by_request_id_not_arrival():
     """The reorder logic alone, with answers in a shuffled order the CPU server rarely produces."""
-    book = _StreamBook(window=5)
+    book = StreamBook(window=5)
     frames = [SdrFrame.from_rgb8(np.zeros((2, 2, 3), np.uint8), pts) for pts in range(5)]
     ids = [book.request_id(book.admit(frame)) for frame in frames]
     assert not book.has_room()
@@ -154,13 +156,14 @@ def test_stream_book_orders_by_request_id_not_arrival():
 
 
 def test_tls_options_reach_grpc():
-    arguments = _connection_arguments("host:8001", TlsOptions("ca.pem", "key.pem", Path("chain.pem")), RetryPolicy())
-    assert (arguments["ssl"], arguments["root_certificates"], arguments["private_key"], arguments["certificate_chain"]) == (
-        True, "ca.pem", "key.pem", "chain.pem")
+    arguments = connection_arguments("host:8001", TlsOptions("ca.pem", "key.pem", Path("chain.pem")), RetryPolicy())
+    assert (arguments["ssl"], arguments["root_certificates"], arguments["private_key"],
+            arguments["certificate_chain"]) == (True, "ca.pem", "key.pem", "chain.pem")
     channel = dict(arguments["channel_args"])
-    assert channel["grpc.max_send_message_length"] >= 3840 * 2160 * 3 and channel["grpc.max_receive_message_length"] >= 2**30
+    assert (channel["grpc.max_send_message_length"] >= 3840 * 2160 * 3
+            and channel["grpc.max_receive_message_length"] >= 2**30)
     assert "grpc.keepalive_time_ms" in channel
-    assert "ssl" not in _connection_arguments("host:8001", None, RetryPolicy())
+    assert "ssl" not in connection_arguments("host:8001", None, RetryPolicy())
 
 
 def test_import_without_torch():
@@ -183,15 +186,10 @@ def test_import_without_torch():
 
 
 def test_sdk_passes_mypy_strict(tmp_path):
-    """``mypy --strict`` with the project's [tool.mypy] settings, over the whole ``sritm_client`` package.
-
-    ``gpgmnet.arch`` (torch, reached only through gpgmnet/__init__.py's
-    TYPE_CHECKING import) is skipped: the SDK never uses it, and analysing
-    torch takes ~20 s.
-    """
+    """``mypy --strict`` with the project's [tool.mypy] settings, over the whole ``sritm_client`` package."""
     settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
     lines = ["[mypy]", "strict = True"] + [f"{key} = {value}" for key, value in settings.items() if key != "overrides"]
-    for override in [*settings.get("overrides", []), {"module": ["gpgmnet.arch"], "follow_imports": "skip"}]:
+    for override in settings.get("overrides", []):
         modules = override["module"] if isinstance(override["module"], list) else [override["module"]]
         lines.append(f"[mypy-{','.join(modules)}]")
         lines += [f"{key} = {value}" for key, value in override.items() if key != "module"]
@@ -227,7 +225,26 @@ def test_convert_equals_direct_tritonclient_infer(triton_server, clients, scale,
     assert converted.i420.shape == (scale * height * 3 // 2, scale * width)
     assert (converted.height, converted.width) == (scale * height, scale * width)
     assert converted.to_numpy().tobytes() == direct_infer(triton_server.grpc_url, scale, frame.i420).tobytes()
-    assert converted.y.shape == (scale * height, scale * width) and converted.u.shape == (scale * height // 2, scale * width // 2)
+    assert (converted.y.shape == (scale * height, scale * width)
+            and converted.u.shape == (scale * height // 2, scale * width // 2))
+
+
+@pytest.mark.server
+def test_a_frame_over_4_mb_goes_through_the_sdk_and_the_ensemble(clients, served_networks):
+    """x2 from 540x960: a 6.2 MB answer (gRPC's default limit is 4 MB), equal to PyTorch within one code."""
+    import torch
+
+    from sritm_serving import processing
+
+    frame = SdrFrame.from_rgb8(rgb_scene(540, 960, seed=21), pts=7)
+    converted = clients[2].convert(frame)
+    assert converted.i420.nbytes > 4 * 2**20 and (converted.height, converted.width) == (1080, 1920)
+    network = served_networks[2]
+    network.bicubic_skip = True
+    with torch.no_grad():
+        output = network(torch.from_numpy(processing.network_input_from_i420(frame.i420))).numpy()
+    expected = processing.i420_from_network_output(output)
+    assert np.abs(converted.i420.astype(np.int32) - expected.astype(np.int32)).max() <= 1
 
 
 @pytest.mark.server
@@ -304,9 +321,9 @@ def test_every_call_has_a_deadline(triton_server):
 @pytest.mark.server
 def test_contract_mismatch_is_reported(triton_server):
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
-        _check_contract(client.get_model_metadata("sritm_x4"), "sritm_x4")
+        check_contract(client.get_model_metadata("sritm_x4"), "sritm_x4")
         with pytest.raises(ContractMismatchError, match="LR_YUV"):
-            _check_contract(client.get_model_metadata("sritm_preprocess"), "sritm_preprocess")
+            check_contract(client.get_model_metadata("sritm_preprocess"), "sritm_preprocess")
 
 
 @pytest.mark.server

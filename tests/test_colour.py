@@ -1,4 +1,4 @@
-"""Tests of gpgmnet.colour against independent references.
+"""Tests of sritm_core.colour against independent references.
 
 References: colour-science 0.4.6 (test-only dependency) where it implements the
 same standard; torch for the bilinear upsampling; published constants and
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import gpgmnet.colour as C
+import sritm_core.colour as C
 
 with warnings.catch_warnings():
     # colour-science warns about optional dependencies it does not find.
@@ -201,7 +201,7 @@ def test_chroma_downsample_is_2x2_mean() -> None:
 def test_chroma_upsample_equals_torch_bilinear(
     shape: tuple[int, ...], dtype: type[np.floating[Any]], rng: np.random.Generator
 ) -> None:
-    import torch  # only here: gpgmnet.colour itself must not need torch
+    import torch  # only here: sritm_core.colour itself must not need torch
 
     plane = (rng.random(shape) * 1023).astype(dtype)
     h, w = shape[-2:]
@@ -538,6 +538,6 @@ def test_bt2446a_properties() -> None:
 
 
 def test_import_does_not_pull_in_torch() -> None:
-    code = "import sys, gpgmnet.colour; assert 'torch' not in sys.modules, 'torch was imported'"
+    code = "import sys, sritm_core.colour; assert 'torch' not in sys.modules, 'torch was imported'"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

@@ -9,8 +9,11 @@ import tritonclient.grpc as grpcclient
 from test_repository import structured_i420
 from tritonclient.utils import InferenceServerException
 
-from gpgmnet import colour
-from gpgmnet.contract import (
+from sritm_client import SdrFrame, SritmClient
+from sritm_client.errors import InvalidFrameError
+from sritm_client.video import P3D65_1000_NITS, mastering_display_for
+from sritm_core import colour
+from sritm_core.contract import (
     CONVENTIONS,
     INPUT_NAME,
     OUTPUT_NAME,
@@ -19,10 +22,7 @@ from gpgmnet.contract import (
     RenderingError,
     ensemble_name,
 )
-from gpgmnet.serving import display_peak_codes, i420_from_network_output, network_input_from_i420
-from sritm_client import SdrFrame, SritmClient
-from sritm_client.errors import InvalidFrameError
-from sritm_client.video import P3D65_1000_NITS, mastering_display_for
+from sritm_serving.processing import display_peak_codes, i420_from_network_output, network_input_from_i420
 
 
 def reference_hdr(network: torch.nn.Module, i420: np.ndarray, convention: str, peak: float) -> np.ndarray:

@@ -15,7 +15,8 @@ pytest.importorskip("torch")
 import cv2  # noqa: E402
 import torch  # noqa: E402
 
-from gpgmnet import colour, data  # noqa: E402
+from gpgmnet import data  # noqa: E402
+from sritm_core import colour  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,11 +198,17 @@ def test_formed_pair_shapes_and_ranges() -> None:
     assert pair.target().shape == (3, 64, 96) and pair.target().max() <= 940 / 1023
 
 
-def test_lr_input_is_the_served_preprocessor_output() -> None:
-    from gpgmnet import serving
+@pytest.mark.server
+def test_lr_input_is_what_the_served_preprocessor_makes(triton_server) -> None:
+    """Training sees the network input the real sritm_preprocess model makes from the same I420 frame."""
+    import tritonclient.grpc as grpcclient
 
     pair = data.form_pair(scene(textured_scene(48, 64)), scale=2)
-    np.testing.assert_array_equal(pair.network_input(), serving.network_input_from_i420(pair.lr_i420)[0])
+    frame = grpcclient.InferInput("SDR_I420", list(pair.lr_i420.shape), "UINT8")
+    frame.set_data_from_numpy(np.ascontiguousarray(pair.lr_i420))
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        served = client.infer("sritm_preprocess", [frame]).as_numpy("LR_YUV")
+    np.testing.assert_array_equal(pair.network_input(), served[0])
 
 
 # --------------------------------------------------------------------------
@@ -552,7 +559,8 @@ def test_graded_renditions_cover_every_grading_and_degrade_half() -> None:
     paper = colour.unpack_i420(master.lr_i420)[0].astype(int)
     assert 0 < np.abs(luma["bt2446a"] - paper).mean() < 20
     again = data.graded_renditions(master, np.random.default_rng(0))
-    assert all(np.array_equal(a.lr_i420, b.lr_i420) and a.degradation == b.degradation for a, b in zip(renditions, again))
+    assert all(np.array_equal(a.lr_i420, b.lr_i420) and a.degradation == b.degradation
+               for a, b in zip(renditions, again))
     only = data.graded_renditions(master, np.random.default_rng(1), names=("bt2408",))
     assert [r.grading for r in only] == ["bt2408", "bt2408"]
 

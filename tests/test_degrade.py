@@ -79,7 +79,8 @@ def test_video_round_trip_is_real_and_crf_orders_the_quality(frame: np.ndarray, 
 def test_h264_defaults_to_the_validation_crf(frame: np.ndarray) -> None:
     assert degrade.VALIDATION_CRF == 28
     default = degrade.h264(frame)
-    assert luma_psnr(frame, degrade.h264(frame, 18)) > luma_psnr(frame, default) > luma_psnr(frame, degrade.h264(frame, 35))
+    assert (luma_psnr(frame, degrade.h264(frame, 18)) > luma_psnr(frame, default)
+            > luma_psnr(frame, degrade.h264(frame, 35)))
 
 
 def test_jpeg_quality_orders_the_error(frame: np.ndarray) -> None:
@@ -95,8 +96,8 @@ def test_jpeg_quality_orders_the_error(frame: np.ndarray) -> None:
         assert psnr(plane_in, plane_out) > 28.0
 
 
-@pytest.mark.parametrize("degradation", [Degradation("libx264", 35), Degradation("libx265", 35), Degradation("jpeg", 40)],
-                         ids=str)
+@pytest.mark.parametrize("degradation",
+                         [Degradation("libx264", 35), Degradation("libx265", 35), Degradation("jpeg", 40)], ids=str)
 def test_a_flat_grey_frame_survives_nearly_unchanged(degradation: Degradation) -> None:
     flat = i420(np.full((32, 48), 110), np.full((16, 24), 120), np.full((16, 24), 135))
     decoded = degradation.apply(flat)

@@ -16,10 +16,11 @@ import cv2  # noqa: E402
 import torch  # noqa: E402
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
 
-from gpgmnet import colour, evaluate, metrics  # noqa: E402
+from gpgmnet import evaluate, metrics  # noqa: E402
 from gpgmnet.arch import GPGMNet  # noqa: E402
 from gpgmnet.baseline import bicubic_baseline, sdr_codes_to_hdr10  # noqa: E402
 from gpgmnet.checkpoint import save_checkpoint  # noqa: E402
+from sritm_core import colour  # noqa: E402
 
 
 def random_yuv(shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -60,9 +61,29 @@ def test_single_scale_terms_match_scikit_image() -> None:
     ref = random_yuv((48, 60), 3)[..., 0]
     dist = noisy(ref[..., None], 0.03)[..., 0]
     mean_ssim, mean_cs = metrics.ssim_terms(ref, dist)
-    expected = structural_similarity(ref, dist, data_range=1.0, **metrics.SSIM_SETTINGS)
+    # Wang et al.'s settings written out here, not read from the code under test.
+    expected = structural_similarity(ref, dist, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                     use_sample_covariance=False, K1=0.01, K2=0.03)
     assert mean_ssim == pytest.approx(expected, rel=1e-9)
     assert 0.0 < mean_cs <= 1.0
+
+
+def test_ms_ssim_matches_pytorch_msssim() -> None:
+    """An independent MS-SSIM (pytorch-msssim, Wang et al.'s weights).
+
+    Equal where both define the pyramid the same, i.e. sides that stay even at every scale (pytorch-msssim
+    zero-pads odd sides, msssim.m repeats the edge).
+    """
+    torch = pytest.importorskip("torch")
+    pytorch_msssim = pytest.importorskip("pytorch_msssim")
+    ref = random_yuv((192, 224), 11)
+    dist = noisy(ref, 0.05)
+    for channel in range(3):
+        a, b = (torch.from_numpy(np.ascontiguousarray(x[..., channel]))[None, None] for x in (ref, dist))
+        expected = float(pytorch_msssim.ms_ssim(a, b, data_range=1.0, win_size=11, win_sigma=1.5,
+                                                weights=list(metrics.MS_SSIM_WEIGHTS)))
+        # pytorch-msssim builds its Gaussian window in float32: agreement to ~1e-6, not to float64 precision.
+        assert metrics.ms_ssim_plane(ref[..., channel], dist[..., channel]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_ms_ssim() -> None:
@@ -120,8 +141,36 @@ def test_lab_of_hdr10() -> None:
     assert metrics.lab_errors(grey, grey) == (0.0, 0.0)
 
 
+def colour_science_lab(codes: np.ndarray) -> np.ndarray:
+    """L*a*b* of 10-bit HDR10 codes by colour-science alone.
+
+    Y'CbCr decoding, ST 2084, BT.2020 -> XYZ, CIE 1976 Lab, with 203 cd/m^2 (BT.2408 HDR Reference White)
+    as L* = 100.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cs = pytest.importorskip("colour")
+    rgb_pq = cs.YCbCr_to_RGB(np.array(codes, dtype=np.float64), K=cs.WEIGHTS_YCBCR["ITU-R BT.2020"],
+                             in_bits=10, in_legal=True, in_int=True)  # fmt: skip
+    relative = cs.models.eotf_ST2084(np.clip(rgb_pq, 0.0, 1.0)) / 203.0
+    bt2020 = cs.RGB_COLOURSPACES["ITU-R BT.2020"]
+    xyz = cs.RGB_to_XYZ(relative, bt2020, apply_cctf_decoding=False)
+    return np.asarray(cs.XYZ_to_Lab(xyz, illuminant=bt2020.whitepoint))
+
+
+def test_lab_errors_match_colour_science() -> None:
+    rng = np.random.default_rng(12)
+    a = 64.0 + 876.0 * random_yuv((20, 24), 13)
+    a[..., 1:] = 64.0 + 896.0 * random_yuv((20, 24), 14)[..., 1:]
+    b = np.clip(a + rng.normal(0.0, 6.0, a.shape), 0, 1023)
+    diff = colour_science_lab(a) - colour_science_lab(b)
+    expected = (float(np.mean(np.sqrt(np.sum(diff**2, axis=-1)))), float(np.mean(np.abs(diff[..., 0]))))
+    assert metrics.lab_errors(a / 1023.0, b / 1023.0) == pytest.approx(expected, rel=1e-4)
+    np.testing.assert_allclose(metrics.hdr10_to_lab(a / 1023.0), colour_science_lab(a), rtol=0, atol=1e-3)
+
+
 def colour_science_delta_e_itp(codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:
-    """Per-pixel Delta E_ITP by colour-science alone (no gpgmnet.colour): its Y'CbCr decoding, ST 2084, ICtCp."""
+    """Per-pixel Delta E_ITP by colour-science alone (no sritm_core.colour): its Y'CbCr decoding, ST 2084, ICtCp."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # colour-science warns about optional dependencies it does not find
         cs = pytest.importorskip("colour")
@@ -287,7 +336,9 @@ def test_evaluate_two_scenes(
     assert 0.0 < base["delta_e_itp"] < 100.0
 
 
-def test_evaluate_split_and_crop(tmp_path: Path, checkpoints: dict[int, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_split_and_crop(
+    tmp_path: Path, checkpoints: dict[int, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     write_scene(tmp_path / "a.hdr", 3)
     write_scene(tmp_path / "b.hdr", 4)
     split = tmp_path / "split.json"
@@ -370,8 +421,31 @@ def test_shipped_checkpoint_reproduces_its_recorded_evaluation(
     capsys.readouterr()
     mean = json.loads(out.read_text())["mean"]
     for method in ("gpgmnet", "bicubic"):
-        for name in ("psnr", "lab_l2"):
-            assert mean[method][name] == pytest.approx(recorded[method][name], abs=0.01), (method, name)
+        assert set(recorded[method]) <= set(mean[method]), method
+        for name, value in recorded[method].items():  # every metric the record (and the README) reports
+            tolerance = 1e-4 if "ssim" in name else 0.01
+            assert mean[method][name] == pytest.approx(value, abs=tolerance), (method, name)
     if scale == 4:
         assert mean["gpgmnet"]["psnr"] - mean["bicubic"]["psnr"] >= 9.0
         assert mean["gpgmnet"]["lab_l2"] < mean["bicubic"]["lab_l2"]
+
+
+README_COLUMNS = (("psnr", 2), ("ssim", 4), ("mpsnr", 2), ("ms_ssim", 4), ("lab_l2", 2), ("l_l2", 2))
+"""The README results table's metric columns, in order, and the decimals it shows."""
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_readme_results_table_is_the_recorded_evaluation(scale: int) -> None:
+    """Every number of the README's results table, and the step count it names, is the one in weights/*.json."""
+    root = Path(__file__).resolve().parent.parent
+    record = json.loads((root / "weights" / f"gpgmnet_x{scale}.json").read_text())["evaluation"]
+    rows = {}
+    for line in (root / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 2 + len(README_COLUMNS) and cells[0] == f"×{scale}":
+            rows["gpgmnet" if cells[1].startswith("GPGMNet") else "bicubic"] = cells
+    assert set(rows) == {"gpgmnet", "bicubic"}, rows
+    assert f"{record['step']:,} steps" in rows["gpgmnet"][1]
+    for method, cells in rows.items():
+        for (name, decimals), cell in zip(README_COLUMNS, cells[2:]):
+            assert cell.strip("*") == f"{record['mean'][method][name]:.{decimals}f}", (scale, method, name)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -25,13 +26,15 @@ import av
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from media import decoded_frame_count, ffprobe, needs_ffprobe, write_sdr
-from sritm_client import AsyncSritmClient, HdrFrame, RetryPolicy, SdrFrame, ServerUnavailableError, SritmClient
-from sritm_client.cli import main as sritm
 from tritonclient.utils import InferenceServerException
 
-from gpgmnet.contract import INPUT_NAME, OUTPUT_NAME
-from gpgmnet.triton_server import SHM_DIR, ServerPorts, TritonServer
+from sritm_client import AsyncSritmClient, HdrFrame, RetryPolicy, SdrFrame, ServerUnavailableError, SritmClient
+from sritm_client.cli import main as sritm
+from sritm_core.contract import INPUT_NAME, OUTPUT_NAME
+from sritm_serving.triton_server import SHM_DIR, ServerPorts, TritonServer
+
+from media import decoded_frame_count, ffprobe, needs_ffprobe, write_sdr
+from processes import read_until
 
 pytestmark = pytest.mark.server
 
@@ -84,6 +87,27 @@ def restart_later(server: TritonServer, errors: list[BaseException]) -> threadin
     return thread
 
 
+def pending_in_server(server: TritonServer) -> int:
+    """Requests the server holds unanswered, summed over its models.
+
+    Read from Triton's ``nv_inference_pending_request_count``.
+    """
+    with urllib.request.urlopen(server.metrics_url, timeout=5) as answer:
+        text = answer.read().decode()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("nv_inference_pending_request_count{")))
+
+
+def kill_mid_inference(server: TritonServer, timeout_s: float = 30.0) -> int:
+    """SIGKILLs the server once it holds a request unanswered (not merely admitted by the client); returns how many."""
+    deadline = time.monotonic() + timeout_s
+    while (pending := pending_in_server(server)) < 1:
+        assert time.monotonic() < deadline, "no request was ever inside the server: nothing to interrupt"
+        time.sleep(0.005)
+    server.kill()
+    return pending
+
+
 def stub_regions(server: TritonServer) -> set[str]:
     """The /dev/shm regions of the server's live Python-backend stubs (argument 2 of a stub's command line)."""
     regions = set()
@@ -115,7 +139,8 @@ def test_stream_survives_sigkill_and_restart_on_the_same_ports(launch):
     """
     server = launch()
     ports = server.ports
-    frames = [scene(i) for i in range(12)]
+    # Big enough (~0.2 s each on two cores) that the window's frames queue inside the server.
+    frames = [scene(i, height=96, width=160) for i in range(12)]
     kill_at, window = 5, 4
     with SritmClient(server.grpc_url, scale=2) as client:
         expected = list(client.stream(frames, window=window))
@@ -130,8 +155,7 @@ def test_stream_survives_sigkill_and_restart_on_the_same_ports(launch):
         def frame_source() -> Iterator[SdrFrame]:
             for index, frame in enumerate(frames):
                 if index == kill_at:
-                    in_flight.append(kill_at - len(received))
-                    server.kill()
+                    in_flight.append(kill_mid_inference(server))
                     restarter.append(restart_later(server, errors))
                 yield frame
 
@@ -153,7 +177,7 @@ def test_stream_survives_sigkill_and_restart_on_the_same_ports(launch):
             asyncio.run(run())
         restarter[0].join(timeout=60)
         assert not errors, errors
-        assert in_flight[0] >= 1, f"{flavour}: the kill came when no frame was in flight"
+        assert in_flight[0] >= 1, f"{flavour}: the kill came when no frame was inside the server"
         assert server.pid != old_pid and server.ports == ports and server.is_ready()
         assert_same_frames(received, expected)
         assert regions and not regions_in_dev_shm(regions), "the killed server's shared memory was left in /dev/shm"
@@ -163,8 +187,12 @@ def test_stream_survives_sigkill_and_restart_on_the_same_ports(launch):
 
 
 @needs_ffprobe
-def test_cli_convert_survives_sigkill_and_restart_with_an_identical_file(launch, tmp_path):
+@pytest.mark.parametrize("transport", ["grpc", "shm"])
+def test_cli_convert_survives_sigkill_and_restart_with_an_identical_file(launch, tmp_path, transport):
     """``sritm convert`` (a separate process) while the server is SIGKILLed and restarted on the same ports.
+
+    With ``--shm`` the frames travel in system shared memory: the client must
+    register its regions again with the new server before re-sending.
 
     MP4 output from x265 with fixed settings is deterministic (checked: two
     uninterrupted runs give the same bytes; Matroska is not, its SegmentUID is
@@ -173,9 +201,10 @@ def test_cli_convert_survives_sigkill_and_restart_with_an_identical_file(launch,
     """
     server = launch()
     source = tmp_path / "clip.mp4"
-    write_sdr(source, n=24, w=48, h=32)
+    write_sdr(source, n=24, w=160, h=96)  # ~0.2 s a frame: the window's frames queue inside the server
     reference, interrupted = tmp_path / "reference.mp4", tmp_path / "interrupted.mp4"
-    common = ["--url", server.grpc_url, "--scale", "2", "--window", "2", "--preset", "ultrafast"]
+    common = ["--url", server.grpc_url, "--scale", "2", "--window", "3", "--preset", "ultrafast",
+              *(["--shm"] if transport == "shm" else [])]
     assert sritm(["convert", str(source), str(reference), *common, "--quiet"]) == 0
     again = tmp_path / "again.mp4"
     assert sritm(["convert", str(source), str(again), *common, "--quiet"]) == 0
@@ -187,7 +216,7 @@ def test_cli_convert_survives_sigkill_and_restart_with_an_identical_file(launch,
     )
     try:
         done_at_kill = wait_for_progress(process, at_least=4)
-        server.kill()
+        assert kill_mid_inference(server) >= 1
         time.sleep(RESTART_DELAY_S)
         server.start()
         out, err = process.communicate(timeout=120)
@@ -203,15 +232,12 @@ def test_cli_convert_survives_sigkill_and_restart_with_an_identical_file(launch,
 
 def wait_for_progress(process: subprocess.Popen[str], at_least: int) -> int:
     """Reads the CLI's progress bar until it shows ``at_least`` frames done; returns the count shown."""
-    assert process.stderr is not None
-    seen = ""
-    while True:
-        chunk = process.stderr.read(1)
-        assert chunk, f"the CLI ended before {at_least} frames: {seen}"
-        seen += chunk
-        counts = [int(done) for done, _ in PROGRESS.findall(seen[-200:])]
-        if counts and counts[-1] >= at_least:
-            return counts[-1]
+    def reached(text: str) -> bool:
+        counts = [int(done) for done, _ in PROGRESS.findall(text[-400:])]
+        return bool(counts) and counts[-1] >= at_least
+
+    seen = read_until(process, reached, f"progress at {at_least} frames")
+    return int(PROGRESS.findall(seen[-400:])[-1][0])
 
 
 # --------------------------------------------------------------------------

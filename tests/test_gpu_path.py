@@ -1,24 +1,24 @@
 """The GPU serving path, as far as a CPU can test it.
 
-* ``gpgmnet.serving_torch`` (the torch pre/post-processing that runs where the
+* ``sritm_serving.processing_torch`` (the torch pre/post-processing that runs where the
   network runs) against the numpy path of the CPU server;
 * DLPack round trips, and the Python-backend models' torch path driven with CPU
   tensors through a stand-in for ``triton_python_backend_utils`` (the real one
   lives inside the Triton stub; ``test_torch_paths_on_a_real_server`` runs them
   there);
 * ``assemble_repository.py --target gpu-torch``;
-* ``build/gpu_check.py``: its ``--dry-run`` on the CPU, and its one-line exit
+* ``python -m build.gpu_check``: its ``--dry-run`` on the CPU, and its one-line exit
   without CUDA.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
-import re
-import shutil
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 from typing import Any
@@ -27,16 +27,26 @@ import numpy as np
 import pytest
 import torch
 import torch.utils.dlpack
-from assemble_repository import CPU_MODEL_PY, GPU_TORCH_MODEL_PY, assemble, network_config
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from gpgmnet import colour, serving, serving_torch
+from build.assemble_repository import CPU_MODEL_PY, GPU_TORCH_MODEL_PY, assemble, network_config
 from gpgmnet.checkpoint import load_network
-from gpgmnet.contract import INPUT_NAME, NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, OUTPUT_NAME
+from sritm_core import colour
+from sritm_core.contract import HDR_CODE_SCALE, INPUT_NAME, NETWORK_INPUT_NAME, NETWORK_OUTPUT_NAME, OUTPUT_NAME
+from sritm_serving import processing, processing_torch, triton_util
 
 ROOT = Path(__file__).resolve().parent.parent
-REPOSITORY = ROOT / "model_repository"
+
+
+@functools.cache
+def generated_repository() -> Path:
+    """The generated pre/post-processors, ensembles and gpu-torch network models (no artifact needed)."""
+    repository = Path(tempfile.mkdtemp(prefix="sritm-gpu-path-"))
+    assemble("gpu-torch", (2, 4), repository / "no-artifacts", repository)
+    return repository
+
+
 PB_UTILS_FILE = next(
     Path(sys.prefix).glob("lib/python3*/site-packages/pytriton/tritonserver/backends/python/triton_python_backend_utils.py")
 )
@@ -47,14 +57,14 @@ def random_i420(height: int, width: int, seed: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
-# serving_torch against the numpy path
+# processing_torch against the numpy path
 
 
 @pytest.mark.parametrize("height, width", [(16, 16), (18, 22), (38, 62), (64, 112)])
 def test_torch_preprocessing_is_bit_exact(height, width):
     i420 = random_i420(height, width, seed=height * width)
-    expected = serving.network_input_from_i420(i420)
-    actual = serving_torch.network_input_from_i420(torch.from_numpy(i420))
+    expected = processing.network_input_from_i420(i420)
+    actual = processing_torch.network_input_from_i420(torch.from_numpy(i420))
     assert actual.dtype == torch.float32 and tuple(actual.shape) == expected.shape
     np.testing.assert_array_equal(actual.numpy(), expected)
 
@@ -63,11 +73,11 @@ def test_torch_preprocessing_is_bit_exact(height, width):
 def test_torch_quantisation_is_bit_exact_in_float64_and_within_one_code_in_float32(scale, height, width):
     rng = np.random.default_rng(scale + height)
     output = rng.uniform(-0.1, 1.1, (1, 3, scale * height, scale * width)).astype(np.float32)  # beyond legal
-    expected = serving.i420_from_network_output(output)
-    exact = serving_torch.i420_from_network_output(torch.from_numpy(output))
+    expected = processing.i420_from_network_output(output)
+    exact = processing_torch.i420_from_network_output(torch.from_numpy(output))
     assert exact.dtype == torch.uint16 and tuple(exact.shape) == expected.shape
     np.testing.assert_array_equal(exact.numpy(), expected)
-    fast = serving_torch.i420_from_network_output(torch.from_numpy(output), torch.float32)
+    fast = processing_torch.i420_from_network_output(torch.from_numpy(output), torch.float32)
     assert np.abs(fast.numpy().astype(int) - expected.astype(int)).max() <= 1
 
 
@@ -75,11 +85,13 @@ def test_torch_quantisation_is_bit_exact_in_float64_and_within_one_code_in_float
 def test_torch_postprocessing_with_the_skip_is_within_one_code(scale, height, width):
     """The skip is torch's bicubic here, OpenCV's in numpy (they agree to ~4e-7): ≤ 1 code, almost all equal."""
     i420 = random_i420(height, width, seed=7)
-    network_input = serving.network_input_from_i420(i420)
+    network_input = processing.network_input_from_i420(i420)
     residual = np.random.default_rng(1).normal(0, 0.05, (1, 3, scale * height, scale * width)).astype(np.float32)
-    expected = serving.i420_from_network_output(residual + serving.bicubic_upsample(network_input, scale))
+    expected = processing.i420_from_network_output(residual + processing.bicubic_upsample(network_input, scale))
     for compute_dtype in (torch.float64, torch.float32):
-        actual = serving_torch.postprocess(torch.from_numpy(network_input), torch.from_numpy(residual), scale, compute_dtype)
+        actual = processing_torch.postprocess(
+            torch.from_numpy(network_input), torch.from_numpy(residual), scale, compute_dtype
+        )
         difference = np.abs(actual.numpy().astype(int) - expected.astype(int))
         assert difference.max() <= 1 and (difference == 0).mean() > 0.999
 
@@ -88,15 +100,15 @@ def test_torch_rounding_clamping_and_nan_follow_the_colour_module():
     """Exact half codes round to even, out-of-range codes clamp to legal, NaN is refused: as in the numpy path."""
     codes = np.array([[64.5, 65.5, 100.5, 939.5, 2000.0, -50.0]] * 4)  # luma 4×6; each 2×2 chroma block is uniform
     chroma = np.repeat(np.repeat(np.array([[511.5, 512.5, 1500.0], [-3.0, 63.5, 960.5]]), 2, 0), 2, 1)
-    output = (np.stack([codes, chroma, chroma[::-1]])[None] / serving.HDR_CODE_SCALE).astype(np.float64)
-    expected = serving.i420_from_network_output(output)
-    np.testing.assert_array_equal(serving_torch.i420_from_network_output(torch.from_numpy(output)).numpy(), expected)
+    output = (np.stack([codes, chroma, chroma[::-1]])[None] / HDR_CODE_SCALE).astype(np.float64)
+    expected = processing.i420_from_network_output(output)
+    np.testing.assert_array_equal(processing_torch.i420_from_network_output(torch.from_numpy(output)).numpy(), expected)
     assert list(expected[:4, :6][0]) == [64, 66, 100, 940, 940, 64]
     output[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        serving.i420_from_network_output(output)
+        processing.i420_from_network_output(output)
     with pytest.raises(ValueError, match="NaN"):
-        serving_torch.i420_from_network_output(torch.from_numpy(output))
+        processing_torch.i420_from_network_output(torch.from_numpy(output))
 
 
 def test_torch_legal_range_comes_from_the_colour_module(monkeypatch):
@@ -105,19 +117,23 @@ def test_torch_legal_range_comes_from_the_colour_module(monkeypatch):
     output[0, :, 2:, 2:] = -1.0  # far below the minimum
 
     def extremes() -> tuple[int, int, int, int]:
-        y, u, v = (p.to(torch.int32) for p in serving_torch.unpack_i420(serving_torch.i420_from_network_output(output)))
+        y, u, v = (p.to(torch.int32)
+                   for p in processing_torch.unpack_i420(processing_torch.i420_from_network_output(output)))
         return int(y.min()), int(y.max()), int(torch.cat([u, v]).min()), int(torch.cat([u, v]).max())
 
     assert extremes() == (64, 940, 64, 960)
-    monkeypatch.setattr(colour, "legal_range", lambda bits: colour.LegalRange(y_min=100, y_max=800, c_min=90, c_max=700))
+    monkeypatch.setattr(colour, "legal_range",
+                        lambda bits: colour.LegalRange(y_min=100, y_max=800, c_min=90, c_max=700))
     assert extremes() == (100, 800, 90, 700)
 
 
 def test_i420_layout_matches_the_colour_module_when_height_is_not_a_multiple_of_4():
     i420 = random_i420(18, 22, seed=3)
-    for mine, theirs in zip(serving_torch.unpack_i420(torch.from_numpy(i420)), colour.unpack_i420(i420)):
+    for mine, theirs in zip(processing_torch.unpack_i420(torch.from_numpy(i420)), colour.unpack_i420(i420)):
         np.testing.assert_array_equal(mine.numpy(), theirs)
-    np.testing.assert_array_equal(serving_torch.pack_i420(*serving_torch.unpack_i420(torch.from_numpy(i420))).numpy(), i420)
+    np.testing.assert_array_equal(
+        processing_torch.pack_i420(*processing_torch.unpack_i420(torch.from_numpy(i420))).numpy(), i420
+    )
 
 
 # --------------------------------------------------------------------------
@@ -189,9 +205,9 @@ def fake_pb_utils() -> types.ModuleType:
 def pb_utils(monkeypatch):
     module = fake_pb_utils()
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", module)
-    monkeypatch.delitem(sys.modules, "gpgmnet.torch_triton_model", raising=False)
+    monkeypatch.delitem(sys.modules, "sritm_serving.network_torch", raising=False)
     yield module
-    sys.modules.pop("gpgmnet.torch_triton_model", None)
+    sys.modules.pop("sritm_serving.network_torch", None)
 
 
 def config_json(config_text: str, **parameters: str) -> str:
@@ -209,11 +225,11 @@ def load_model(path: Path, name: str) -> Any:
 
 
 def processor(name: str, kind: str = "CPU", **parameters: str) -> Any:
-    model = load_model(REPOSITORY / name / "1" / "model.py", f"test_{name}_model")
+    model = load_model(generated_repository() / name / "1" / "model.py", f"test_{name}_model")
     model.initialize({
-        "model_config": config_json((REPOSITORY / name / "config.pbtxt").read_text(), **parameters),
+        "model_config": config_json((generated_repository() / name / "config.pbtxt").read_text(), **parameters),
         "model_instance_kind": kind, "model_instance_device_id": "0", "model_name": name,
-        "model_repository": str(REPOSITORY / name), "model_version": "1",
+        "model_repository": str(generated_repository() / name), "model_version": "1",
     })
     return model
 
@@ -224,24 +240,27 @@ def test_dlpack_round_trips_preserve_data_and_share_memory(pb_utils):
         through = torch.utils.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(original))
         assert through.dtype == dtype and through.data_ptr() == original.data_ptr()
         assert torch.equal(through.to(torch.float64), original.to(torch.float64))
-        out = serving_torch.to_triton(pb_utils, "X", original)  # torch -> "pb_utils" -> torch
-        back = serving_torch.from_triton(out)
+        out = processing_torch.to_triton(pb_utils, "X", original)  # torch -> "pb_utils" -> torch
+        back = processing_torch.from_triton(out)
         assert back.data_ptr() == original.data_ptr() and back.dtype == dtype
         assert torch.equal(back.to(torch.float64), original.to(torch.float64))
     frame = random_i420(16, 24, seed=0)  # numpy (as Triton hands CPU inputs) -> torch, no copy
-    as_torch = serving_torch.from_triton(FakeTensor(INPUT_NAME, frame))
+    as_torch = processing_torch.from_triton(FakeTensor(INPUT_NAME, frame))
     assert as_torch.data_ptr() == frame.ctypes.data
     np.testing.assert_array_equal(as_torch.numpy(), frame)
     strided = torch.rand(1, 3, 4, 6).contiguous(memory_format=torch.channels_last)
-    sent = serving_torch.to_triton(pb_utils, "Y", strided)  # the backend takes C-order only
-    assert serving_torch.from_triton(sent).is_contiguous() and torch.equal(serving_torch.from_triton(sent), strided)
+    sent = processing_torch.to_triton(pb_utils, "Y", strided)  # the backend takes C-order only
+    assert (processing_torch.from_triton(sent).is_contiguous()
+            and torch.equal(processing_torch.from_triton(sent), strided))
 
 
 def test_processing_device_rules():
-    assert serving.processing_device({}, {"model_instance_kind": "CPU"}) is None
-    assert serving.processing_device({}, {"model_instance_kind": "GPU", "model_instance_device_id": "1"}) == "cuda:1"
-    assert serving.processing_device({"torch_device": "cpu"}, {"model_instance_kind": "GPU"}) == "cpu"
-    assert serving.processing_device({"torch_device": " "}, {}) is None
+    assert triton_util.processing_device({}, {"model_instance_kind": "CPU"}) is None
+    assert triton_util.processing_device(
+        {}, {"model_instance_kind": "GPU", "model_instance_device_id": "1"}
+    ) == "cuda:1"
+    assert triton_util.processing_device({"torch_device": "cpu"}, {"model_instance_kind": "GPU"}) == "cpu"
+    assert triton_util.processing_device({"torch_device": " "}, {}) is None
 
 
 CPU_PROCESSORS_SCRIPT = """
@@ -278,16 +297,20 @@ for name in ("sritm_preprocess", "sritm_postprocess"):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     models[name] = module.TritonPythonModel()
-    models[name].initialize({"model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
-                             "model_instance_kind": "CPU", "model_instance_device_id": "0",
-                             "model_repository": str(repository / name), "model_version": "1"})
-from gpgmnet import serving
+    models[name].initialize({
+        "model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
+        "model_instance_kind": "CPU", "model_instance_device_id": "0",
+        "model_repository": str(repository / name), "model_version": "1",
+    })
+from sritm_serving import processing
 frame = np.random.default_rng(0).integers(0, 256, (24, 16), dtype=np.uint8)
 lr, *_ = models["sritm_preprocess"].execute([Request(Tensor(names[0], frame))])[0].output_tensors
 residual = np.full((1, 3, 64, 64), 0.01, np.float32)
-(hdr,) = models["sritm_postprocess"].execute([Request(Tensor(names[1], lr.as_numpy()), Tensor(names[2], residual))])[0].output_tensors
-x = serving.network_input_from_i420(frame)
-assert np.array_equal(hdr.as_numpy(), serving.i420_from_network_output(residual + serving.bicubic_upsample(x, 4)))
+(hdr,) = models["sritm_postprocess"].execute(
+    [Request(Tensor(names[1], lr.as_numpy()), Tensor(names[2], residual))]
+)[0].output_tensors
+x = processing.network_input_from_i420(frame)
+assert np.array_equal(hdr.as_numpy(), processing.i420_from_network_output(residual + processing.bicubic_upsample(x, 4)))
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """
@@ -298,7 +321,7 @@ def test_cpu_path_of_the_processors_does_not_import_torch(tmp_path):
     script = tmp_path / "cpu_processors.py"
     script.write_text(CPU_PROCESSORS_SCRIPT)
     completed = subprocess.run(
-        [sys.executable, str(script), str(PB_UTILS_FILE), str(REPOSITORY), INPUT_NAME, NETWORK_INPUT_NAME,
+        [sys.executable, str(script), str(PB_UTILS_FILE), str(generated_repository()), INPUT_NAME, NETWORK_INPUT_NAME,
          NETWORK_OUTPUT_NAME],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
@@ -307,21 +330,22 @@ def test_cpu_path_of_the_processors_does_not_import_torch(tmp_path):
 
 @pytest.mark.parametrize("how", ["tensors in GPU memory", "torch_device parameter"])
 def test_torch_path_of_the_processors_matches_the_numpy_path(pb_utils, how):
-    """Inputs that arrive in (simulated) GPU memory, or a torch_device: DLPack in, serving_torch, DLPack out."""
+    """Inputs that arrive in (simulated) GPU memory, or a torch_device: DLPack in, processing_torch, DLPack out."""
     on_gpu = how == "tensors in GPU memory"
     parameters = {} if on_gpu else {"torch_device": "cpu"}
     pre, post = processor("sritm_preprocess", **parameters), processor("sritm_postprocess", **parameters)
     frame = random_i420(18, 22, seed=5)
     lr, *_ = pre.execute([FakeRequest(FakeTensor(INPUT_NAME, torch.from_numpy(frame), on_gpu))])[0].output_tensors
     assert lr.name() == NETWORK_INPUT_NAME and lr.tensor().dtype == torch.float32
-    np.testing.assert_array_equal(lr.tensor().numpy(), serving.network_input_from_i420(frame))
+    np.testing.assert_array_equal(lr.tensor().numpy(), processing.network_input_from_i420(frame))
     residual = np.random.default_rng(2).normal(0, 0.05, (1, 3, 72, 88)).astype(np.float32)
     (hdr,) = post.execute([FakeRequest(
-        FakeTensor(NETWORK_INPUT_NAME, lr.tensor(), on_gpu), FakeTensor(NETWORK_OUTPUT_NAME, torch.from_numpy(residual), on_gpu),
+        FakeTensor(NETWORK_INPUT_NAME, lr.tensor(), on_gpu),
+        FakeTensor(NETWORK_OUTPUT_NAME, torch.from_numpy(residual), on_gpu),
     )])[0].output_tensors
     assert hdr.name() == OUTPUT_NAME and hdr.tensor().dtype == torch.uint16
-    x = serving.network_input_from_i420(frame)
-    expected = serving.i420_from_network_output(residual + serving.bicubic_upsample(x, 4))
+    x = processing.network_input_from_i420(frame)
+    expected = processing.i420_from_network_output(residual + processing.bicubic_upsample(x, 4))
     assert np.abs(hdr.tensor().numpy().astype(int) - expected.astype(int)).max() <= 1
     # A residual of no served scale is the caller's error (INVALID_ARG), as on the numpy path.
     bad = FakeTensor(NETWORK_OUTPUT_NAME, torch.zeros(1, 3, 54, 66), on_gpu)
@@ -333,24 +357,29 @@ def test_torch_path_of_the_processors_matches_the_numpy_path(pb_utils, how):
 # the gpu-torch target
 
 
-def tensor_section(config: str) -> str:
-    match = re.search(r"max_batch_size.*?\noutput \[.*?\n\]\n", config, re.S)
-    assert match, config
-    return match.group(0)
+def parsed(config: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(config, model_config_pb2.ModelConfig())
+
+
+def tensor_section(config: str) -> tuple[object, ...]:
+    """The batch size, inputs and outputs of a config, as protobuf reads them."""
+    model = parsed(config)
+    return model.max_batch_size, list(model.input), list(model.output)
 
 
 def test_gpu_torch_config_has_the_cpu_tensors_on_a_gpu():
     cpu, torch_config = network_config(4, "cpu"), network_config(4, "gpu-torch")
     assert tensor_section(torch_config) == tensor_section(cpu)
-    assert 'backend: "python"' in torch_config and "platform" not in torch_config
-    assert "instance_group [ { kind: KIND_GPU, count: 1 } ]" in torch_config
-    for key, value in (("precision", "fp16"), ("checkpoint", ""), ("scale", "4"), ("FORCE_CPU_ONLY_INPUT_TENSORS", "no")):
-        assert f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}' in torch_config
-    assert 'string_value: "bf16"' in network_config(2, "gpu-torch", precision="bf16", instances=2)
+    model = parsed(torch_config)
+    assert (model.backend, model.platform) == ("python", "")
+    assert [(g.kind, g.count) for g in model.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, 1)]
+    for key, value in (("precision", "fp16"), ("checkpoint", ""), ("scale", "4"),
+                       ("FORCE_CPU_ONLY_INPUT_TENSORS", "no"), ("random_weights", "no")):
+        assert model.parameters[key].string_value == value, key
+    two = parsed(network_config(2, "gpu-torch", precision="bf16", instances=2))
+    assert two.parameters["precision"].string_value == "bf16" and two.instance_group[0].count == 2
     with pytest.raises(ValueError, match="precision"):
         network_config(4, "gpu-torch", precision="int8")
-    # It parses as a Triton model config.
-    text_format.Parse(torch_config, model_config_pb2.ModelConfig())
 
 
 def test_assemble_gpu_torch_needs_no_artifact_and_writes_a_one_line_model(tmp_path):
@@ -361,29 +390,30 @@ def test_assemble_gpu_torch_needs_no_artifact_and_writes_a_one_line_model(tmp_pa
         model_py = (model_dir / "1" / "model.py").read_text()
         assert model_py == GPU_TORCH_MODEL_PY != CPU_MODEL_PY
         assert [line for line in model_py.splitlines() if line.startswith("from ")] == [
-            "from gpgmnet.torch_triton_model import TritonPythonModel"
+            "from sritm_serving.network_torch import TritonPythonModel"
         ]
     assert (tmp_path / "gpgmnet_x4" / "config.pbtxt").read_text() == network_config(4, "gpu-torch")
     checkpoint = tmp_path / "x4.pt"
     checkpoint.write_bytes(b"")
     assemble("gpu-torch", (4,), tmp_path, tmp_path, checkpoint=str(tmp_path / "x{scale}.pt"), precision="bf16")
-    config = (tmp_path / "gpgmnet_x4" / "config.pbtxt").read_text()
-    assert f'string_value: "{checkpoint}"' in config and 'string_value: "bf16"' in config
+    config = parsed((tmp_path / "gpgmnet_x4" / "config.pbtxt").read_text())
+    assert config.parameters["checkpoint"].string_value == str(checkpoint)
+    assert config.parameters["precision"].string_value == "bf16"
     with pytest.raises(FileNotFoundError, match="x2.pt"):
         assemble("gpu-torch", (2,), tmp_path, tmp_path, checkpoint=str(tmp_path / "x{scale}.pt"))
 
 
 def test_assemble_command_line_for_gpu_torch(tmp_path):
-    script = ROOT / "build" / "assemble_repository.py"
     completed = subprocess.run(
-        [sys.executable, str(script), "--target", "gpu-torch", "--scale", "4", "--repository", str(tmp_path),
-         "--precision", "bf16"],
+        [sys.executable, "-m", "build.assemble_repository", "--target", "gpu-torch", "--scale", "4",
+         "--repository", str(tmp_path), "--precision", "bf16"],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == f"gpu-torch: {tmp_path / 'gpgmnet_x4'}"
-    refused = subprocess.run([sys.executable, str(script), "--target", "cpu", "--precision", "bf16",
-                              "--repository", str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    refused = subprocess.run([sys.executable, "-m", "build.assemble_repository", "--target", "cpu",
+                              "--precision", "bf16", "--repository", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert refused.returncode == 2 and "gpu-torch" in refused.stderr
 
 
@@ -397,9 +427,23 @@ def torch_network_model(repository: Path, kind: str, **parameters: str) -> Any:
     return model
 
 
+def test_torch_network_model_refuses_to_serve_without_weights_unless_told(pb_utils, tmp_path, monkeypatch):
+    """An install without weights/ (a wheel) must not serve an untrained network by accident."""
+    from gpgmnet import checkpoint
+
+    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path / "no-weights")
+    assemble("gpu-torch", (4,), tmp_path, tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at .*random weights"):
+        torch_network_model(tmp_path, "CPU", precision="fp32")
+    model = torch_network_model(tmp_path, "CPU", precision="fp32", random_weights="yes")
+    assert model.metadata["source"] == "untrained" and model.metadata["step"] == 0
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at"):
+        checkpoint.load_network(None, 2)
+
+
 def test_torch_network_model_serves_the_residual(pb_utils, tmp_path):
     assemble("gpu-torch", (4,), tmp_path, tmp_path)
-    x = torch.from_numpy(serving.network_input_from_i420(random_i420(16, 24, seed=9)))
+    x = torch.from_numpy(processing.network_input_from_i420(random_i420(16, 24, seed=9)))
     network = load_network(None, 4)[0]  # what the model loads: shipped weights, else the seeded untrained net
     network.bicubic_skip = False
     with torch.no_grad():
@@ -425,13 +469,13 @@ def test_torch_network_model_fails_clearly_on_a_gpu_instance_without_cuda(pb_uti
 
 
 # --------------------------------------------------------------------------
-# build/gpu_check.py
+# build/gpu_check/
 
 
 def test_gpu_check_dry_run_writes_the_report(tmp_path):
     report_path = tmp_path / "gpu_check.json"
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "build" / "gpu_check.py"), "--dry-run", "--scale", "4", "--json", str(report_path)],
+        [sys.executable, "-m", "build.gpu_check", "--dry-run", "--scale", "4", "--json", str(report_path)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,  # not the repo: the script finds it itself
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -445,7 +489,8 @@ def test_gpu_check_dry_run_writes_the_report(tmp_path):
     assert report["weights"]["x4"]["source"]
     flops = report["flops"]["x4"]
     assert flops["full_size"] == [540, 960] and 1.3 < flops["tflop_per_frame_full_size"] < 1.5
-    assert set(flops["blocks_gflop"]) == {"condition_net", "conv_first", "body", "conv_after_body", "upsample", "conv_last"}
+    assert set(flops["blocks_gflop"]) == {
+        "condition_net", "conv_first", "body", "conv_after_body", "upsample", "conv_last"}
     variants = {row["variant"] for row in report["timings"]}
     assert {"fp32", "fp32-cl", "bf16-cl", "fp16-cl-autocast", "bf16-cl-compile"} <= variants
     assert any(row["batch"] > 1 for row in report["timings"])
@@ -466,7 +511,7 @@ def test_gpu_check_without_cuda_exits_2_with_one_line(tmp_path):
     if torch.cuda.is_available():  # pragma: no cover - GPU machines
         pytest.skip("CUDA is available here")
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "build" / "gpu_check.py"), "--json", str(tmp_path / "r.json")],
+        [sys.executable, "-m", "build.gpu_check", "--json", str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert completed.returncode == 2
@@ -489,7 +534,7 @@ def test_cpu_server_processors_never_load_torch(triton_server):
     """The committed processors (FORCE_CPU_ONLY_INPUT_TENSORS "no") on the suite's CPU server: numpy only."""
     import tritonclient.grpc as grpcclient
 
-    from gpgmnet.contract import ensemble_name
+    from sritm_core.contract import ensemble_name
 
     frame = random_i420(16, 16, seed=4)
     request = grpcclient.InferInput(INPUT_NAME, list(frame.shape), "UINT8")
@@ -502,20 +547,21 @@ def test_cpu_server_processors_never_load_torch(triton_server):
 
 @pytest.mark.server
 def test_torch_paths_on_a_real_server(tmp_path):
-    """The real pb_utils: DLPack in and out of the Python backend, the torch pre/post path and the gpu-torch
-    network (a KIND_CPU instance here), behind the unchanged ensemble; the result equals the PyTorch reference."""
+    """The real pb_utils, behind the unchanged ensemble; the result equals the PyTorch reference.
+
+    DLPack in and out of the Python backend, the torch pre/post path and the gpu-torch network (a KIND_CPU
+    instance here).
+    """
     import tritonclient.grpc as grpcclient
 
-    from gpgmnet.contract import ensemble_name
-    from gpgmnet.triton_server import ServerPorts, TritonServer
+    from sritm_core.contract import ensemble_name
+    from sritm_serving.triton_server import ServerPorts, TritonServer
 
     repository = tmp_path / "model_repository"
-    for name in ("sritm_preprocess", "sritm_postprocess", "sritm_x4"):
-        shutil.copytree(REPOSITORY / name, repository / name, ignore=shutil.ignore_patterns("__pycache__"))
+    assemble("gpu-torch", (4,), tmp_path, repository, precision="fp32")
     for name in ("sritm_preprocess", "sritm_postprocess"):
         config = repository / name / "config.pbtxt"
         config.write_text(config.read_text() + 'parameters { key: "torch_device" value: { string_value: "cpu" } }\n')
-    assemble("gpu-torch", (4,), tmp_path, repository, precision="fp32")
     config = repository / "gpgmnet_x4" / "config.pbtxt"
     config.write_text(config.read_text().replace("KIND_GPU", "KIND_CPU"))  # no GPU here
 
@@ -523,7 +569,9 @@ def test_torch_paths_on_a_real_server(tmp_path):
     network = load_network(None, 4)[0]
     network.bicubic_skip = True
     with torch.no_grad():
-        expected = serving.i420_from_network_output(network(torch.from_numpy(serving.network_input_from_i420(frame))).numpy())
+        expected = processing.i420_from_network_output(
+            network(torch.from_numpy(processing.network_input_from_i420(frame))).numpy()
+        )
     with TritonServer(repository, ServerPorts.free(), log_path=tmp_path / "triton.log") as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         request = grpcclient.InferInput(INPUT_NAME, list(frame.shape), "UINT8")

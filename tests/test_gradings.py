@@ -2,7 +2,7 @@
 
 Masters are written and SDR renditions read back with colour-science 0.4.6
 (PQ, BT.1886, Y'CbCr, BT.709/BT.2020 colourspaces), never with
-gpgmnet.colour, so a shared mistake cannot cancel out. Expected values come
+sritm_core.colour, so a shared mistake cannot cancel out. Expected values come
 from the published sources: ITU-R BT.2408 (HDR Reference White 203 cd/m^2),
 Report ITU-R BT.2446-1 Method C's constants, Hable's GDC 2010 formula.
 """
@@ -15,8 +15,9 @@ import warnings
 import numpy as np
 import pytest
 
-from gpgmnet import contract, gradings
+from gpgmnet import gradings
 from gpgmnet.gradings import GradingVariation
+from sritm_core import contract
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # colour-science warns about optional dependencies

@@ -8,9 +8,9 @@ import torch
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from gpgmnet import colour
-from gpgmnet.contract import INPUT_NAME, OUTPUT_NAME, FrameLimits, ensemble_name
-from gpgmnet.serving import i420_from_network_output, network_input_from_i420
+from sritm_core import colour
+from sritm_core.contract import INPUT_NAME, OUTPUT_NAME, FrameLimits, ensemble_name
+from sritm_serving.processing import i420_from_network_output, network_input_from_i420
 
 pytestmark = pytest.mark.server
 
@@ -63,7 +63,8 @@ def test_metadata_matches_contract(triton_server, scale):
     assert metadata["platform"] == "ensemble"
     assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"]] == [
         (INPUT_NAME, "UINT8", ["-1", "-1"]), ("CONVENTION", "BYTES", ["1"]), ("PEAK_NITS", "FP32", ["1"])]
-    assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["outputs"]] == [(OUTPUT_NAME, "UINT16", ["-1", "-1"])]
+    assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["outputs"]] == [
+        (OUTPUT_NAME, "UINT16", ["-1", "-1"])]
     assert client.is_model_ready(ensemble_name(scale))
 
 

@@ -1,5 +1,7 @@
-"""Limits and security: where the frame limits and the deadline are set, loopback binding, gRPC over
-TLS and mutual TLS with certificates made here, and model control closed to clients.
+"""Limits and security.
+
+Where the frame limits and the deadline are set, loopback binding, gRPC over TLS and mutual TLS with
+certificates made here, and model control closed to clients.
 
 The TLS tests make a throw-away CA, server and client certificates with the
 ``openssl`` CLI (EC P-256, valid one day) and start servers of their own on
@@ -16,6 +18,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
 from sritm_client import (
     AsyncSritmClient,
     HdrFrame,
@@ -37,16 +42,12 @@ from sritm_client import (
 from sritm_client.cli import _convert_parser
 from sritm_client.cli import main as sritm
 from sritm_client.client import DEFAULT_TIMEOUT_S, RetryPolicy
-from tritonclient.utils import InferenceServerException
-
-from gpgmnet.contract import FrameLimits
-from gpgmnet.triton_server import LOOPBACK, ServerPorts, TlsFiles, TritonServer, server_command
+from sritm_core.contract import FrameLimits
+from sritm_serving.triton_server import LOOPBACK, ServerPorts, TlsFiles, TritonServer, server_command
 
 pytestmark = pytest.mark.server
 
 OPENSSL = shutil.which("openssl")
-needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="the openssl CLI is not installed")
-PREPROCESS_CONFIG = Path(__file__).resolve().parent.parent / "model_repository" / "sritm_preprocess" / "config.pbtxt"
 
 
 def frame(height: int, width: int, pts: int = 0) -> SdrFrame:
@@ -64,26 +65,40 @@ def quick(retry_s: float = 1.0) -> dict[str, object]:
 # Limits: each set in one place.
 
 
-def test_frame_limits_are_the_preprocessor_config_parameters(triton_server):
-    """The served limits are the ``parameters`` of sritm_preprocess/config.pbtxt, equal to FrameLimits' defaults."""
-    written = dict(re.findall(r'key: "(\w+)" value: \{ string_value: "(\d+)" \}', PREPROCESS_CONFIG.read_text()))
-    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
-        served = client.get_model_config("sritm_preprocess", as_json=True)["config"]["parameters"]
+def config_parameters(path: Path) -> dict[str, str]:
+    """A generated config.pbtxt's parameters, parsed by protobuf (not by this test's own reading)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def test_frame_limits_reach_every_model_from_the_one_source(triton_server, model_repository):
+    """Every model that checks frames has the limits in its own config: FrameLimits' defaults, as served."""
     limits = FrameLimits()
-    for key in ("min_height", "min_width", "max_height", "max_width"):
-        assert int(written[key]) == int(served[key]["string_value"]) == getattr(limits, key), key
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        for name in ("sritm_preprocess", "gpgmnet_x2", "gpgmnet_x4", "sritm_postprocess"):
+            written = config_parameters(model_repository / name / "config.pbtxt")
+            served = client.get_model_config(name, as_json=True)["config"]["parameters"]
+            for key in ("min_height", "min_width", "max_height", "max_width"):
+                assert int(written[key]) == int(served[key]["string_value"]) == getattr(limits, key), (name, key)
 
 
-def test_changing_the_config_parameters_changes_the_served_limit(model_repository, tmp_path):
-    """Edit the four parameters in the one place, restart: the server refuses by the new numbers."""
+def test_changing_the_limits_at_assembly_changes_every_step(model_repository, tmp_path):
+    """``--max-size 32x48`` at assembly, restart: the ensemble and its later steps refuse by the new numbers."""
     repository = tmp_path / "repository"
     shutil.copytree(model_repository, repository, ignore=shutil.ignore_patterns("__pycache__"))
-    config = repository / "sritm_preprocess" / "config.pbtxt"
-    text = config.read_text()
-    for key, value in {"max_height": "32", "max_width": "48"}.items():
-        text, count = re.subn(rf'(key: "{key}" value: {{ string_value: )"\d+"', rf'\1"{value}"', text)
-        assert count == 1, key
-    config.write_text(text)
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    for scale in (2, 4):
+        shutil.copyfile(repository / f"gpgmnet_x{scale}" / "1" / "model.onnx", artifacts / f"gpgmnet_x{scale}.onnx")
+    completed = subprocess.run(
+        [sys.executable, "-m", "build.assemble_repository", "--repository", str(repository), "--artifacts-dir",
+         str(artifacts), "--max-size", "32x48"], cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
     server = TritonServer(repository, ServerPorts.free(), log_path=tmp_path / "triton.log").start()
     try:
         with SritmClient(server.grpc_url, scale=2) as client:
@@ -93,12 +108,20 @@ def test_changing_the_config_parameters_changes_the_served_limit(model_repositor
                 client.convert(frame(34, 48))
             with pytest.raises(InvalidFrameError, match="the frame 32×50 is larger than the maximum 32×48"):
                 client.convert(frame(32, 50))
+        wide = np.full((1, 3, 16, 50), 0.5, np.float32)
+        tensor = grpcclient.InferInput("LR_YUV", list(wide.shape), "FP32")
+        tensor.set_data_from_numpy(wide)
+        condition = grpcclient.InferInput("CONDITION", [1, 7], "FP32")
+        condition.set_data_from_numpy(np.eye(7, dtype=np.float32)[:1])
+        with grpcclient.InferenceServerClient(server.grpc_url) as direct:
+            with pytest.raises(InferenceServerException, match="larger than the maximum 32×48"):
+                direct.infer("gpgmnet_x2", [tensor, condition])
     finally:
         server.kill()  # a test server: no need to wait for a graceful exit; kill() also cleans /dev/shm
 
 
 def test_the_ensembles_steps_enforce_the_frame_limits_too(triton_server):
-    """Clients can call the ensembles' steps directly; they apply the pre-processor's limits too (read from its config)."""
+    """Clients can call the ensembles' steps directly; they apply the same limits (each from its own config)."""
     wide = np.full((1, 3, 16, FrameLimits().max_width + 2), 0.5, np.float32)
     tensor = grpcclient.InferInput("LR_YUV", list(wide.shape), "FP32")
     tensor.set_data_from_numpy(wide)
@@ -221,14 +244,16 @@ def test_clients_cannot_load_or_unload_models(triton_server):
 
 
 def openssl(*args: str, cwd: Path) -> None:
-    assert OPENSSL is not None
+    # `make setup` installs openssl (build/install_system_packages.sh): its absence is a broken setup, not a skip.
+    assert OPENSSL is not None, "the openssl CLI is missing: run `make setup` (it installs it)"
     subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
 def make_ca(folder: Path, name: str) -> None:
     openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "1", "-subj", f"/CN=sritm test {name}",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            cwd=folder)
 
 
 def make_leaf(folder: Path, name: str, ca: str, usage: str, san: str | None = None) -> None:
@@ -243,9 +268,7 @@ def make_leaf(folder: Path, name: str, ca: str, usage: str, san: str | None = No
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ca (signs the server and the client), server (SAN 127.0.0.1, localhost), client, and a rogue CA and client."""
-    if OPENSSL is None:
-        pytest.skip("the openssl CLI is not installed")
+    """CA (signs the server and the client), server (SAN 127.0.0.1, localhost), client, and a rogue CA and client."""
     folder = tmp_path_factory.mktemp("pki")
     make_ca(folder, "ca")
     make_ca(folder, "rogue_ca")
@@ -280,7 +303,6 @@ def assert_refused(url: str, tls: TlsOptions | None) -> None:
     assert time.monotonic() - started < 10
 
 
-@needs_openssl
 @pytest.mark.parametrize("tls_server", ["server-only"], indirect=True)
 def test_grpc_over_tls_works_with_the_ca_and_refuses_plaintext(tls_server, certificates, plain_answer, tmp_path):
     ca = certificates / "ca.pem"
@@ -307,7 +329,6 @@ def test_grpc_over_tls_works_with_the_ca_and_refuses_plaintext(tls_server, certi
     assert (tmp_path / "out.yuv").stat().st_size == 32 * 48 * 2
 
 
-@needs_openssl
 @pytest.mark.parametrize("tls_server", ["mutual"], indirect=True)
 def test_mutual_tls_needs_a_client_certificate_from_the_ca(tls_server, certificates, plain_answer):
     ca, url = certificates / "ca.pem", tls_server.grpc_url
@@ -317,6 +338,7 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(tls_server, certifica
         assert client.convert(frame(16, 32, pts=3)).i420.tobytes() == plain_answer.i420.tobytes()
 
     assert_refused(url, TlsOptions(root_certificates=ca))  # no client certificate
-    assert_refused(url, TlsOptions(root_certificates=ca, private_key=certificates / "rogue_client.key",
-                                   certificate_chain=certificates / "rogue_client.pem"))  # a certificate we did not sign
+    assert_refused(url, TlsOptions(root_certificates=ca,  # a certificate we did not sign
+                                   private_key=certificates / "rogue_client.key",
+                                   certificate_chain=certificates / "rogue_client.pem"))
     assert_refused(url, None)  # plaintext

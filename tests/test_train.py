@@ -17,6 +17,8 @@ from gpgmnet import train  # noqa: E402
 from gpgmnet.arch import GPGMNet  # noqa: E402
 from gpgmnet.checkpoint import load_network, read_checkpoint, save_checkpoint  # noqa: E402
 
+from processes import read_until  # noqa: E402
+
 
 def write_scene(path: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -151,7 +153,9 @@ def test_data_and_setting_errors_are_one_line(
     assert "unknown setting 'batchsize'" in error_line(capsys)
     assert train.main([*args, "--set", "model.modulation=nonsense"]) == 2
     assert "bad model settings" in error_line(capsys)
-    assert train.main([*args, "--device", "cuda:7"] if not torch.cuda.is_available() else [*args, "--device", "tpu"]) == 2
+    assert train.main(
+        [*args, "--device", "cuda:7"] if not torch.cuda.is_available() else [*args, "--device", "tpu"]
+    ) == 2
     error_line(capsys)
     assert train.main([*args, "--kim", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in error_line(capsys)
@@ -197,12 +201,7 @@ def test_sigterm_saves_a_resumable_checkpoint(scenes: Path, tmp_path: Path) -> N
         [sys.executable, "-m", "gpgmnet.train", *args], stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
-    assert process.stderr is not None
-    seen = ""
-    while "3/100000" not in seen:
-        chunk = process.stderr.read(1)
-        assert chunk, seen
-        seen += chunk
+    seen = read_until(process, lambda text: "3/100000" in text, "training progress at step 3")
     process.send_signal(signal.SIGTERM)
     remaining = process.stderr.read()
     assert process.wait(timeout=60) == 130, seen + remaining
@@ -250,7 +249,8 @@ def test_conditioned_network_initialised_from_paper_form_starts_as_the_source(
     for key in widened:
         old, new = source_state[key], target_state[key]
         assert new.shape == (old.shape[0], old.shape[1] + len(CONVENTION_NAMES))
-        assert torch.equal(new[:, : old.shape[1]], old) and torch.equal(new[:, old.shape[1] :], torch.zeros_like(new[:, old.shape[1] :]))
+        assert (torch.equal(new[:, : old.shape[1]], old)
+                and torch.equal(new[:, old.shape[1] :], torch.zeros_like(new[:, old.shape[1] :])))
     for key in source_state.keys() - set(widened):
         assert torch.equal(target_state[key], source_state[key]), key
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpgmnet.triton_server import ServerPorts, TritonServer, TritonServerError, server_command
+from sritm_serving.triton_server import ServerPorts, TritonServer, TritonServerError, server_command
 
 pytestmark = pytest.mark.server
 
@@ -50,7 +50,9 @@ def test_start_and_stop_by_pid(tmp_path):
 def test_broken_repository_fails_with_the_server_log(tmp_path, model_repository):
     repository = tmp_path / "broken"
     shutil.copytree(model_repository / "sritm_preprocess", repository / "sritm_preprocess")
-    (repository / "sritm_preprocess" / "config.pbtxt").write_text('name: "sritm_preprocess"\nbackend: "python"\nthis is not protobuf text\n')
+    (repository / "sritm_preprocess" / "config.pbtxt").write_text(
+        'name: "sritm_preprocess"\nbackend: "python"\nthis is not protobuf text\n'
+    )
     server = TritonServer(repository, ServerPorts.free(), ready_timeout_s=30)
     with pytest.raises(TritonServerError, match="exited with code") as raised:
         server.start()
@@ -75,7 +77,7 @@ def test_serve_entry_point_runs_in_the_foreground(model_repository, tmp_path):
     env = dict(os.environ, HTTP_PORT=str(ports.http), GRPC_PORT=str(ports.grpc), METRICS_PORT=str(ports.metrics))
     with open(tmp_path / "serve.log", "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gpgmnet.triton_server", "--model-repository", str(model_repository)],
+            [sys.executable, "-m", "sritm_serving.triton_server", "--model-repository", str(model_repository)],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     probe = TritonServer(model_repository, ports)

@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from sritm_client.video import (
     P3D65_1000_NITS,
     ContentLightLevel,
@@ -19,8 +20,8 @@ from sritm_client.video import (
     probe_video,
     read_sdr_frames,
 )
+from sritm_core.colour import pack_i420
 
-from gpgmnet.colour import pack_i420
 from media import FPS, H, N, W, decoded_frame_count, ffprobe, needs_ffprobe, side_data, write_sdr
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ def hdr_frame(i: int, w: int = W, h: int = H) -> np.ndarray:
 
 def hvcc_content_light_levels(hvcc: bytes) -> list[tuple[int, int]]:
     """(MaxCLL, MaxFALL) of the content-light-level SEI NAL units stored in an hvcC record."""
-    from sritm_client.video import _rbsp_from_ebsp
+    from sritm_client.video.hdr10 import rbsp_from_ebsp
 
     found, pos = [], 23
     for _ in range(hvcc[22]):
@@ -50,7 +51,7 @@ def hvcc_content_light_levels(hvcc: bytes) -> list[tuple[int, int]]:
         pos += 3
         for _ in range(count):
             size = int.from_bytes(hvcc[pos : pos + 2], "big")
-            rbsp = _rbsp_from_ebsp(hvcc[pos + 4 : pos + 2 + size])
+            rbsp = rbsp_from_ebsp(hvcc[pos + 4 : pos + 2 + size])
             if nal_type == 39 and rbsp[:2] == bytes([144, 4]):
                 found.append((int.from_bytes(rbsp[2:4], "big"), int.from_bytes(rbsp[4:6], "big")))
             pos += 2 + size
@@ -314,25 +315,25 @@ def test_interrupted_write_leaves_a_playable_file(tmp_path: Path, ext: str, erro
 
 @pytest.mark.parametrize("values", [(0, 0), (256, 2), (1000, 400), (65535, 3)])
 def test_content_light_level_sei_rewrite(values: tuple[int, int]) -> None:
-    from sritm_client.video import _ebsp_from_rbsp, _patch_length_prefixed, _rbsp_from_ebsp
+    from sritm_client.video.hdr10 import ebsp_from_rbsp, patch_length_prefixed, rbsp_from_ebsp
 
     # A prefix SEI NAL (type 39) with a placeholder CLL message and a mastering-display one after it.
     rbsp = bytes([144, 4, 0, 0, 0, 0, 137, 24]) + bytes(range(24)) + b"\x80"
-    nal = b"\x4e\x01" + _ebsp_from_rbsp(rbsp)
+    nal = b"\x4e\x01" + ebsp_from_rbsp(rbsp)
     slice_nal = b"\x02\x01" + bytes(10)
     sample = b"".join(len(n).to_bytes(4, "big") + n for n in (nal, slice_nal))
-    patched = _patch_length_prefixed(sample, 4, ContentLightLevel(*values))
+    patched = patch_length_prefixed(sample, 4, ContentLightLevel(*values))
     assert patched is not None
     n = int.from_bytes(patched[:4], "big")
     new_nal = patched[4 : 4 + n]
-    got = _rbsp_from_ebsp(new_nal[2:])
+    got = rbsp_from_ebsp(new_nal[2:])
     assert got[2:6] == values[0].to_bytes(2, "big") + values[1].to_bytes(2, "big")
     assert got[6:] == rbsp[6:]
     for i in range(len(new_nal) - 2):  # no start-code emulation left
         assert not (new_nal[i] == new_nal[i + 1] == 0 and new_nal[i + 2] <= 2)
     assert patched[4 + n :] == sample[4 + len(nal) :]  # other NAL units untouched
     only_slice = len(slice_nal).to_bytes(4, "big") + slice_nal
-    assert _patch_length_prefixed(only_slice, 4, ContentLightLevel(1, 1)) is None  # nothing to patch
+    assert patch_length_prefixed(only_slice, 4, ContentLightLevel(1, 1)) is None  # nothing to patch
 
 
 @needs_ffprobe

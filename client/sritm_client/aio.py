@@ -14,38 +14,37 @@ import grpc
 import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.utils import InferenceServerException
 
-from gpgmnet.contract import DEFAULT_CONVENTION, NETWORK_PEAK_NITS, Rendering
-
-from sritm_client.client import (
-    _INVALID_ARGUMENT,
-    _LIVENESS_PROBE_S,
-    _check_contract,
-    _ClientOptions,
-    _checked_frame,
-    _connection_arguments,
-    _described,
-    _is_retryable,
-    _message,
-    _output_bytes,
-    _ReadinessWait,
-    _Reconnection,
-    _request_tensors,
-    _result_frame,
-    _status,
-    _StreamBook,
-    _StreamBroken,
-    _translated,
+from sritm_client.core import (
+    INVALID_ARGUMENT,
+    LIVENESS_PROBE_S,
+    ClientOptions,
+    ReadinessWait,
+    Reconnection,
+    StreamBook,
+    StreamBroken,
+    check_contract,
+    checked_frame,
+    connection_arguments,
+    described,
+    error_message,
+    error_status,
+    is_retryable,
+    output_bytes,
+    request_tensors,
+    result_frame,
+    translated,
 )
 from sritm_client.errors import ServerUnavailableError, SritmError
 from sritm_client.frames import HdrFrame, SdrFrame
 from sritm_client.shm import FrameSlot, Region, SlotPool
+from sritm_core.contract import DEFAULT_CONVENTION, NETWORK_PEAK_NITS, Rendering
 
 __all__ = ["AsyncSritmClient"]
 
 T = TypeVar("T")
 
 
-class AsyncSritmClient(_ClientOptions):
+class AsyncSritmClient(ClientOptions):
     """Converts SDR frames to HDR10 frames from asyncio code; see :class:`SritmClient` for the options.
 
     Connects on ``async with`` (or :meth:`connect`, or the first call): waits
@@ -58,7 +57,7 @@ class AsyncSritmClient(_ClientOptions):
                 ...
     """
 
-    # The options are _ClientOptions'; the connection is made by connect().
+    # The options are ClientOptions'; the connection is made by connect().
     _client: Any = None
 
     async def __aenter__(self) -> AsyncSritmClient:
@@ -75,10 +74,10 @@ class AsyncSritmClient(_ClientOptions):
             client = self._new_triton_client()
             try:
                 await self._wait_ready(client, self.ready_timeout_s)
-                _check_contract(await client.get_model_metadata(self.model, client_timeout=self.timeout_s), self.model)
+                check_contract(await client.get_model_metadata(self.model, client_timeout=self.timeout_s), self.model)
             except InferenceServerException as error:
                 await client.close()
-                raise _translated(error, self.url) from None
+                raise translated(error, self.url) from None
             except BaseException:
                 await client.close()
                 raise
@@ -95,8 +94,11 @@ class AsyncSritmClient(_ClientOptions):
     async def convert(
         self, frame: SdrFrame, *, convention: str = DEFAULT_CONVENTION, peak_nits: float = NETWORK_PEAK_NITS
     ) -> HdrFrame:
-        """One frame, one unary call, retried on ``UNAVAILABLE`` per the retry policy (arguments: :meth:`SritmClient.convert`)."""
-        frame = _checked_frame(frame)
+        """One frame, one unary call, retried on ``UNAVAILABLE`` per the retry policy.
+
+        The arguments and errors are those of :meth:`SritmClient.convert`.
+        """
+        frame = checked_frame(frame)
         rendering = Rendering(convention, float(peak_nits))
         await self.connect()
         return await self._retrying(lambda: self._infer_once(frame, self._slots, rendering), frame.pts)
@@ -105,10 +107,12 @@ class AsyncSritmClient(_ClientOptions):
         """``convert`` without shared memory: a stream's diagnosis leaves no region behind."""
         return await self._retrying(lambda: self._infer_once(frame, None, rendering), frame.pts)
 
-    async def _infer_once(self, frame: SdrFrame, slots: SlotPool | None, rendering: Rendering = Rendering()) -> HdrFrame:
+    async def _infer_once(
+        self, frame: SdrFrame, slots: SlotPool | None, rendering: Rendering = Rendering()
+    ) -> HdrFrame:
         slot = None
         if slots is not None:
-            slot, retired = slots.acquire(frame.i420.nbytes, _output_bytes(frame, self.scale))
+            slot, retired = slots.acquire(frame.i420.nbytes, output_bytes(frame, self.scale))
             try:
                 await self._retire(self._client, retired)
                 await self._register(self._client, [slot.input, slot.output], again=self._registrations_stale)
@@ -117,9 +121,9 @@ class AsyncSritmClient(_ClientOptions):
                 slots.release(slot)
                 raise
         try:
-            inputs, outputs = _request_tensors(frame, self.scale, slot, rendering)
+            inputs, outputs = request_tensors(frame, self.scale, slot, rendering)
             result = await self._client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
-            return _result_frame(result, frame, self.scale, slot)
+            return result_frame(result, frame, self.scale, slot)
         finally:
             if slot is not None and slots is not None:
                 slots.release(slot)
@@ -163,10 +167,10 @@ class AsyncSritmClient(_ClientOptions):
     # --- connection
 
     def _new_triton_client(self) -> Any:
-        return aiogrpcclient.InferenceServerClient(**_connection_arguments(self.url, self.tls, self.retry))
+        return aiogrpcclient.InferenceServerClient(**connection_arguments(self.url, self.tls, self.retry))
 
     async def _wait_ready(self, client: Any, deadline_s: float) -> None:
-        wait = _ReadinessWait(self, deadline_s)
+        wait = ReadinessWait(self, deadline_s)
         for attempt in itertools.count(1):
             probe = wait.probe_timeout()
             try:
@@ -182,10 +186,10 @@ class AsyncSritmClient(_ClientOptions):
 
     async def _went_away(self, client: Any, error: InferenceServerException) -> bool:
         """See ``SritmClient._went_away``: a shutting-down server's NOT_FOUND or INTERNAL is unavailability."""
-        return _status(error) != _INVALID_ARGUMENT and not await self._is_serving(client)
+        return error_status(error) != INVALID_ARGUMENT and not await self._is_serving(client)
 
     async def _is_serving(self, client: Any) -> bool:
-        probe = min(self.timeout_s, _LIVENESS_PROBE_S)
+        probe = min(self.timeout_s, LIVENESS_PROBE_S)
         try:
             return bool(
                 await client.is_server_ready(client_timeout=probe)
@@ -227,7 +231,7 @@ class _AsyncStream:
     def __init__(self, owner: AsyncSritmClient, window: int, rendering: Rendering = Rendering()) -> None:
         self._owner = owner
         self._rendering = rendering
-        self._book = _StreamBook(window)
+        self._book = StreamBook(window)
         self._slots = SlotPool(window) if owner.use_shared_memory else None
         self._client: Any = None
         self._outbox: asyncio.Queue[dict[str, Any] | None] | None = None
@@ -248,8 +252,8 @@ class _AsyncStream:
                     exhausted = True
                 else:
                     try:
-                        await self._send(book.admit(_checked_frame(frame)))
-                    except _StreamBroken as broken:
+                        await self._send(book.admit(checked_frame(frame)))
+                    except StreamBroken as broken:
                         await self._reconnect(str(broken))
             if book.finished(exhausted):
                 return
@@ -276,16 +280,16 @@ class _AsyncStream:
         if self._slots is not None:
             slot = book.slots.get(sequence)
             if slot is None:
-                slot, retired = self._slots.acquire(frame.i420.nbytes, _output_bytes(frame, owner.scale))
+                slot, retired = self._slots.acquire(frame.i420.nbytes, output_bytes(frame, owner.scale))
                 book.slots[sequence] = slot
                 try:
                     await owner._retire(self._client, retired)
                     await owner._register(self._client, [slot.input, slot.output])
                 except InferenceServerException as error:
-                    if _is_retryable(error) or await owner._went_away(self._client, error):
-                        raise _StreamBroken(_message(error)) from None
-                    raise _translated(error, owner.url) from None
-        inputs, outputs = _request_tensors(frame, owner.scale, slot, self._rendering)
+                    if is_retryable(error) or await owner._went_away(self._client, error):
+                        raise StreamBroken(error_message(error)) from None
+                    raise translated(error, owner.url) from None
+        inputs, outputs = request_tensors(frame, owner.scale, slot, self._rendering)
         assert self._outbox is not None
         self._outbox.put_nowait(
             {"model_name": owner.model, "inputs": inputs, "outputs": outputs, "request_id": book.request_id(sequence)}
@@ -305,9 +309,9 @@ class _AsyncStream:
             return
         except grpc.RpcError as rpc_error:
             error = InferenceServerException(msg=rpc_error.details(), status=str(rpc_error.code()))
-            if not (_is_retryable(error) or await owner._went_away(self._client, error)):
-                raise _translated(error, owner.url) from None
-            await self._reconnect(_described(error))
+            if not (is_retryable(error) or await owner._went_away(self._client, error)):
+                raise translated(error, owner.url) from None
+            await self._reconnect(described(error))
             return
         if error is None:
             book.answer_result(result, owner.scale, self._slots)
@@ -326,7 +330,7 @@ class _AsyncStream:
 
     async def _reconnect(self, cause: str) -> None:
         owner, book = self._owner, self._book
-        reconnection = _Reconnection(owner, cause)
+        reconnection = Reconnection(owner, cause)
         for attempt in itertools.count(1):
             await asyncio.sleep(reconnection.pause(attempt))
             self._abandon_call()
@@ -338,7 +342,7 @@ class _AsyncStream:
                 book.forget_errors()
                 for sequence in sorted(book.unanswered):
                     await self._send(sequence)
-            except (ServerUnavailableError, _StreamBroken, InferenceServerException) as error:
+            except (ServerUnavailableError, StreamBroken, InferenceServerException) as error:
                 reconnection.failed(error)
                 continue
             return

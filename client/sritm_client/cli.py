@@ -12,10 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-
-from gpgmnet.contract import CONVENTIONS, DEFAULT_CONVENTION, NETWORK_PEAK_NITS, Rendering
 from sritm_client.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, RetryPolicy, SritmClient, TlsOptions
 from sritm_client.errors import SritmError
+from sritm_core.contract import CONVENTIONS, DEFAULT_CONVENTION, NETWORK_PEAK_NITS, Rendering
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -94,6 +93,7 @@ def _delegate(module: str, argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``sritm`` with ``argv`` (default: the process's arguments); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # train/evaluate own their arguments; hand them over untouched.
     if argv and argv[0] in ("train", "evaluate"):

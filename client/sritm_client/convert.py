@@ -19,13 +19,19 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from gpgmnet import colour
-from gpgmnet.contract import Rendering
-
 from sritm_client.client import SritmClient
 from sritm_client.errors import SritmError
 from sritm_client.frames import HdrFrame, SdrFrame
-from sritm_client.video import Hdr10VideoWriter, VideoError, VideoInfo, mastering_display_for, probe_video, read_sdr_frames
+from sritm_client.video import (
+    Hdr10VideoWriter,
+    VideoError,
+    VideoInfo,
+    mastering_display_for,
+    probe_video,
+    read_sdr_frames,
+)
+from sritm_core import colour
+from sritm_core.contract import Rendering
 
 IMAGE_INPUTS = frozenset({".png", ".jpg", ".jpeg"})
 IMAGE_OUTPUTS = frozenset({".png", ".yuv"})
@@ -38,6 +44,16 @@ class ConversionError(SritmError):
 
 @dataclass(frozen=True)
 class ConversionResult:
+    """What :func:`convert_file` wrote.
+
+    Attributes:
+        output: the file written.
+        frames: how many frames it holds.
+        input_size: the input's (height, width).
+        output_size: the output's (height, width).
+        interrupted: whether Ctrl-C stopped the conversion; ``output`` then holds the frames converted so far.
+    """
+
     output: Path
     frames: int
     input_size: tuple[int, int]
@@ -74,7 +90,7 @@ def crop_hdr(frame: HdrFrame, height: int, width: int) -> HdrFrame:
 
 def read_image_rgb8(path: Path) -> NDArray[np.uint8]:
     """An 8-bit RGB image (PNG or JPEG, taken as BT.709), or a ConversionError naming the problem."""
-    import cv2  # OpenCV only decodes here; colour conversion is gpgmnet.colour's
+    import cv2  # OpenCV only decodes here; colour conversion is sritm_core.colour's
 
     if path.stat().st_size == 0:
         raise ConversionError(f"{path} is empty (0 bytes)")
@@ -102,11 +118,16 @@ def write_hdr_image(frame: HdrFrame, path: Path) -> None:
         raise ConversionError(f"could not write {path}")
 
 
-def convert_image(client: SritmClient, source: Path, output: Path, rendering: Rendering = Rendering()) -> ConversionResult:
+def convert_image(
+    client: SritmClient, source: Path, output: Path, rendering: Rendering = Rendering()
+) -> ConversionResult:
+    """Converts an 8-bit image to an HDR10 ``.png`` or ``.yuv`` with one call; odd sizes are padded, then cropped."""
     rgb = read_image_rgb8(source)
     height, width = rgb.shape[:2]
     padded = np.pad(rgb, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-    converted = client.convert(SdrFrame.from_rgb8(padded), convention=rendering.convention, peak_nits=rendering.peak_nits)
+    converted = client.convert(
+        SdrFrame.from_rgb8(padded), convention=rendering.convention, peak_nits=rendering.peak_nits
+    )
     hdr = crop_hdr(converted, client.scale * height, client.scale * width)
     write_hdr_image(hdr, output)
     return ConversionResult(output, 1, (height, width), (hdr.height, hdr.width))
@@ -116,6 +137,14 @@ def convert_video(
     client: SritmClient, source: Path, output: Path, *, window: int, progress: ProgressFactory | None = None,
     crf: float = 18.0, preset: str = "medium", rendering: Rendering = Rendering(),
 ) -> ConversionResult:
+    """Converts an SDR video to HEVC Main10 with HDR10 metadata over one stream, copying its audio.
+
+    Ctrl-C ends the conversion early with a file of the frames converted so far
+    (the result's ``interrupted`` is set).
+
+    Raises:
+        ConversionError: the video has no decodable frame, or fewer than its headers announce.
+    """
     info = probe_video(source)
     frames = read_sdr_frames(source)  # raises for >8-bit input before anything is written
     scale = client.scale
@@ -163,9 +192,11 @@ def convert_video(
 
 
 def expected_frame_count(source: Path, info: VideoInfo) -> int | None:
-    """How many frames ``source`` says its video has: the container's count (MP4), else the video
-    track's ``DURATION`` tag (Matroska, written by FFmpeg and mkvmerge) times the frame rate; None if
-    neither is recorded. Read from the headers, so a truncated file still tells.
+    """How many frames ``source`` says its video has; None if it does not say.
+
+    The container's count (MP4), else the video track's ``DURATION`` tag (Matroska,
+    written by FFmpeg and mkvmerge) times the frame rate. Read from the headers, so
+    a truncated file still tells.
     """
     if info.frame_count is not None:
         return info.frame_count
@@ -198,7 +229,8 @@ def check_paths(source: Path, output: Path) -> str:
     allowed = IMAGE_OUTPUTS if kind == "image" else VIDEO_OUTPUTS
     if output.suffix.lower() not in allowed:
         raise ConversionError(
-            f"{'an image' if kind == 'image' else 'a video'} converts to {' or '.join(sorted(allowed))}, not {output.suffix or 'a name without extension'}"
+            f"{'an image' if kind == 'image' else 'a video'} converts to {' or '.join(sorted(allowed))}, "
+            f"not {output.suffix or 'a name without extension'}"
         )
     if output.resolve() == source.resolve():
         raise ConversionError("the output would overwrite the input")
@@ -209,6 +241,21 @@ def convert_file(
     client: SritmClient, source: Path, output: Path, *, window: int = 8, progress: ProgressFactory | None = None,
     crf: float = 18.0, preset: str = "medium", rendering: Rendering = Rendering(),
 ) -> ConversionResult:
+    """Converts ``source``, an SDR image or video, to the HDR10 file ``output`` on ``client``'s server.
+
+    Args:
+        client: a connected client; its scale is the conversion's.
+        source: the SDR image (PNG/JPEG) or video.
+        output: ``.png`` or ``.yuv`` for an image, ``.mkv`` or ``.mp4`` for a video.
+        window: frames in flight while streaming a video.
+        progress: a ``tqdm``-like factory for a progress bar over a video's frames; ``None`` for none.
+        crf: the x265 quality of a video output (lower is better).
+        preset: the x265 preset of a video output.
+        rendering: the SDR convention and the target display's peak, for every frame.
+
+    Raises:
+        ConversionError: a path, image or video that cannot be converted.
+    """
     kind = check_paths(source, output)
     if kind == "image":
         return convert_image(client, source, output, rendering)

@@ -26,7 +26,7 @@ class ServerUnavailableError(SritmError, ConnectionError):
 
 
 class ContractMismatchError(SritmError):
-    """The server's model does not have the tensors, types or shapes of ``gpgmnet.contract``."""
+    """The server's model does not have the tensors, types or shapes of ``sritm_core.contract``."""
 
 
 class ServerError(SritmError):

@@ -1,6 +1,6 @@
 """The frames the SDK sends and receives: I420 buffers with a presentation timestamp.
 
-All colour science is ``gpgmnet.colour`` (the one implementation shared with
+All colour science is ``sritm_core.colour`` (the one implementation shared with
 the server), so a frame built here is exactly what the server's pre-processor
 expects and a frame decoded here is the exact inverse of its post-processor.
 """
@@ -13,10 +13,9 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from gpgmnet import colour
-from gpgmnet.contract import FrameLayoutError, i420_frame_size
-
 from sritm_client.errors import InvalidFrameError
+from sritm_core import colour
+from sritm_core.contract import FrameLayoutError, i420_frame_size
 
 __all__ = ["SdrFrame", "HdrFrame"]
 
@@ -115,7 +114,9 @@ class SdrFrame(_I420Frame[np.uint8]):
             raise InvalidFrameError(f"SdrFrame.from_rgb8 needs an (H, W, 3) uint8 array, not {described}")
         height, width = rgb.shape[:2]
         if height == 0 or width == 0 or height % 2 or width % 2:
-            raise InvalidFrameError(f"SdrFrame.from_rgb8: I420 needs a non-empty even height and width, got {height}×{width}")
+            raise InvalidFrameError(
+                f"SdrFrame.from_rgb8: I420 needs a non-empty even height and width, got {height}×{width}"
+            )
         codes = colour.rgb_to_codes(rgb.astype(np.float64) / 255.0, colour.BT709, 8)
         return cls(colour.quantize_i420(codes, 8).astype(np.uint8, copy=False), pts)
 
@@ -137,6 +138,7 @@ class HdrFrame(_I420Frame[np.uint16]):
 
     @classmethod
     def from_i420(cls, i420: NDArray[np.uint16], pts: int = 0) -> HdrFrame:
+        """From a ``(3H/2, W)`` uint16 yuv420p10le buffer, copied only if it is not contiguous."""
         return cls(np.ascontiguousarray(i420), pts)
 
     def to_rgb_pq16(self) -> NDArray[np.uint16]:

@@ -1,7 +1,7 @@
 """Pictures of a conversion: the SDR input next to the HDR output as an SDR screen would show it.
 
 The HDR frame is tone-mapped for display with the project's own BT.2446-1
-Method A (``gpgmnet.colour``), then BT.2020→BT.709 and BT.1886, so the picture
+Method A (``sritm_core.colour``), then BT.2020→BT.709 and BT.1886, so the picture
 shows what the HDR10 grade holds rather than the washed-out look of PQ codes
 read as gamma. A histogram of the frame's PQ luminance goes beside it.
 Needs matplotlib (``pip install 'sritm[preview]'``).
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gpgmnet import colour
+from sritm_core import colour
 
 
 def sdr_i420_to_rgb8(i420: NDArray[np.uint8]) -> NDArray[np.uint8]:

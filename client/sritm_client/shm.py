@@ -44,16 +44,19 @@ class Region:
 
     @property
     def key(self) -> str:
+        """The region's shared-memory key, ``/<name>``: its name under ``/dev/shm``."""
         return f"/{self.name}"
 
     @classmethod
     def create(cls, byte_size: int) -> Region:
+        """A new region of ``byte_size`` bytes under this process's next name, not yet registered."""
         name = f"{region_prefix()}{next(_region_numbers)}"
         # create_only: a stale region of the same name must never be silently adopted.
         handle = system_shm.create_shared_memory_region(name, f"/{name}", byte_size, create_only=True)
         return cls(name, byte_size, handle)
 
     def write(self, array: NDArray[Any]) -> None:
+        """Copies ``array``'s bytes to the start of the region."""
         system_shm.set_shared_memory_region(self.handle, [np.ascontiguousarray(array)])
 
     def read(self, dtype: type[np.generic], shape: tuple[int, ...]) -> NDArray[Any]:
@@ -120,10 +123,12 @@ class SlotPool:
         return slot, retired
 
     def release(self, slot: FrameSlot) -> None:
+        """Gives back a slot from :meth:`acquire`, for the next frame to reuse."""
         self._busy.remove(slot)
         self._free.append(slot)
 
     def regions(self) -> list[Region]:
+        """Every region of the pool, in free and busy slots."""
         return [region for slot in self._free + self._busy for region in (slot.input, slot.output)]
 
     def close(self) -> list[Region]:
