@@ -16,6 +16,8 @@ TARGET ?= cpu
 # every model's config and, for TARGET=gpu, the TensorRT profile.
 MIN_SIZE ?=
 MAX_SIZE ?=
+# The CPU network's precision: auto (bf16 where the CPU runs it natively and the precision gate passes), f32, bf16.
+CPU_PRECISION ?= auto
 FRAME_LIMITS := $(if $(MIN_SIZE),--min-size $(MIN_SIZE)) $(if $(MAX_SIZE),--max-size $(MAX_SIZE))
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
@@ -59,7 +61,7 @@ repository: $(SETUP_STAMP)
 	$(PY) -m build.assemble_repository --target gpu-torch $(FRAME_LIMITS)
 else
 repository: $(foreach s,$(SCALES),$(ARTIFACTS)/gpgmnet_x$(s).onnx)
-	$(PY) -m build.assemble_repository --target cpu $(FRAME_LIMITS)
+	$(PY) -m build.assemble_repository --target cpu --cpu-precision $(CPU_PRECISION) $(FRAME_LIMITS)
 endif
 
 serve: repository

@@ -44,6 +44,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from build.build_engine import parse_size
+from build.precision_gate import GateResult, gate_frames, run_gate, write_gate
 from sritm_core.contract import (
     CONVENTION_DATATYPE,
     CONVENTION_NAME,
@@ -62,7 +63,7 @@ from sritm_core.contract import (
     ensemble_name,
     network_model_name,
 )
-from sritm_serving.runtimes import NETWORK_RUNTIMES
+from sritm_serving.runtimes import CPU_PRECISIONS, NETWORK_RUNTIMES
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / "build"
@@ -97,6 +98,10 @@ class NetworkOptions:
         precision: the network's precision (gpu-torch), one of :data:`PRECISIONS`.
         checkpoint: the checkpoint (gpu-torch; empty: the shipped weights).
         random_weights: serve the seeded untrained network when there are no weights (gpu-torch; plumbing only).
+        cpu_precision: the CPU network's OpenVINO precision (cpu), one of
+            :data:`sritm_serving.runtimes.CPU_PRECISIONS`; anything but ``f32`` is served only after
+            :mod:`build.precision_gate` passes. The Python default is ``f32`` (exact, what the tests compare);
+            the command line's and ``make repository``'s is ``auto``.
     """
 
     instances: int = 1
@@ -105,8 +110,13 @@ class NetworkOptions:
     precision: str = "fp16"
     checkpoint: str = ""
     random_weights: bool = False
+    cpu_precision: str = "f32"
 
     def __post_init__(self) -> None:
+        if self.cpu_precision not in CPU_PRECISIONS:
+            raise ValueError(f"cpu_precision must be one of {CPU_PRECISIONS}, not {self.cpu_precision!r}")
+        if self.runtime == "onnxruntime" and self.cpu_precision != "f32":
+            raise ValueError("the onnxruntime runtime runs f32 only: use --runtime openvino for another precision")
         if self.runtime not in NETWORK_RUNTIMES:
             raise ValueError(f"runtime must be one of {NETWORK_RUNTIMES}, not {self.runtime!r}")
         if self.precision not in PRECISIONS:
@@ -221,7 +231,7 @@ def network_model_config(scale: int, target: str, options: NetworkOptions = Netw
     _set_parameters(config, **_limit_parameters(limits))
     if target == "cpu":
         _set_parameters(config, onnx_file="model.onnx", runtime=options.runtime,
-                        intra_op_threads=str(options.intra_op_threads))
+                        intra_op_threads=str(options.intra_op_threads), precision=options.cpu_precision)
         config.instance_group.extend(_instances(mc.ModelInstanceGroup.KIND_CPU, options.instances))
         return config
     _set_parameters(config, scale=str(scale), checkpoint=options.checkpoint, precision=options.precision,
@@ -299,14 +309,29 @@ def assemble(
             if not checkpoint_path.is_file():
                 raise FileNotFoundError(f"checkpoint {checkpoint_path} does not exist")
             scale_options = NetworkOptions(**{**asdict(network_options), "checkpoint": str(checkpoint_path)})
+        gate = None
+        if target == "cpu" and network_options.cpu_precision != "f32":
+            gate = _gated_precision(artifacts[scale], scale, network_options.cpu_precision)  # type: ignore[arg-type]
+            scale_options = NetworkOptions(**{**asdict(scale_options), "cpu_precision": gate.served})
         model_py = {"cpu": CPU_MODEL_PY, "gpu-torch": GPU_TORCH_MODEL_PY}.get(target)
         model_dir = _write_model(repository, network_model_config(scale, target, scale_options, limits),
                                  f"--target {target}", model_py)
+        if gate is not None:
+            write_gate(gate, model_dir)
         artifact = artifacts[scale]
         if artifact is not None:
             shutil.copyfile(artifact, model_dir / "1" / ("model.onnx" if target == "cpu" else "model.plan"))
         written.append(model_dir)
     return written
+
+
+def _gated_precision(onnx_path: Path, scale: int, requested: str) -> GateResult:
+    """Runs the precision gate; a failure falls back to f32 with a one-line warning that gives the figures."""
+    result = run_gate(onnx_path, scale, requested, gate_frames(scale))
+    if result.precision != "f32":
+        stream = sys.stdout if result.passed else sys.stderr
+        print(("precision gate: " if result.passed else "warning: precision gate ") + result.summary(), file=stream)
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime", choices=NETWORK_RUNTIMES, default="openvino",
                         help="engine for the CPU target (default openvino, f32)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="gpu-torch: the network's precision")
+    parser.add_argument("--cpu-precision", choices=CPU_PRECISIONS, default="auto",
+                        help="cpu: OpenVINO's precision; auto = bf16 where the CPU runs it natively, else f32; "
+                             "anything below f32 is served only if the precision gate passes (default auto)")
     parser.add_argument("--checkpoint", default="",
                         help="gpu-torch: checkpoint path, '{scale}' replaced by the scale "
                              "(default: weights/gpgmnet_x{s}.pt)")
@@ -350,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                              max_height=args.max_size[0], max_width=args.max_size[1])
         written = assemble(args.target, tuple(args.scale or SCALES), args.artifacts_dir, args.repository, limits,
                            intra_op_threads=args.intra_op_threads, instances=args.instances, precision=args.precision,
-                           checkpoint=args.checkpoint, runtime=args.runtime, random_weights=args.random_weights)
+                           checkpoint=args.checkpoint, runtime=args.runtime, random_weights=args.random_weights,
+                           cpu_precision=args.cpu_precision if args.target == "cpu" and args.runtime == "openvino"
+                           else "f32")
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

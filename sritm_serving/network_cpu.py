@@ -1,10 +1,13 @@
 """The network step of the CPU repository: GPGMNet's ONNX graph in the Python backend, run by OpenVINO or ONNX Runtime.
 
 The ``runtime`` parameter picks the engine (:func:`sritm_serving.runtimes.make_network_runner`;
-default OpenVINO f32, measured 1.2× faster than ONNX Runtime here, same outputs
-within 4e-7). The wheel's Triton has neither backend, so ``build/assemble_repository.py
---target cpu`` writes a two-line ``1/model.py`` that re-exports :class:`TritonPythonModel`
-from here, beside ``1/model.onnx``. The GPU repository serves the same graph as
+default OpenVINO, measured 1.2× faster than ONNX Runtime in f32 here, same outputs
+within 4e-7) and ``precision`` OpenVINO's inference precision (``f32``, or
+``bf16`` when ``make repository CPU_PRECISION=auto|bf16`` chose it and its
+precision gate passed); the model logs both at load. The wheel's Triton has
+neither backend, so ``build/assemble_repository.py --target cpu`` writes a
+two-line ``1/model.py`` that re-exports :class:`TritonPythonModel` from here,
+beside ``1/model.onnx``. The GPU repository serves the same graph as
 a TensorRT plan instead; the tensor names and shapes are identical.
 """
 
@@ -29,11 +32,16 @@ class TritonPythonModel:
         parameters = triton_util.config_parameters(config)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.limits = triton_util.frame_limits(parameters)
+        runtime = parameters.get("runtime") or "openvino"
+        # The assembler writes the precision it chose (after the precision gate); older configs mean f32.
+        precision = parameters.get("precision") or "f32"
         self.run_network = make_network_runner(
             version_dir / (parameters.get("onnx_file") or "model.onnx"),
-            parameters.get("runtime") or "openvino",
+            runtime,
             int(parameters.get("intra_op_threads") or "0"),
+            precision,
         )
+        pb_utils.Logger.log_info(f"{args.get('model_name', config.get('name'))}: {runtime}, precision {precision}")
         self.output_dtype = triton_util.output_dtype(pb_utils, config, NETWORK_OUTPUT_NAME)
 
     def execute(self, requests: list[Any]) -> list[Any]:

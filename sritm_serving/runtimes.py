@@ -19,20 +19,55 @@ NETWORK_RUNTIMES = ("openvino", "onnxruntime")
 throughput on the development CPU, same outputs within 4e-7 (``make bench``)."""
 
 
-def make_network_runner(onnx_path: Path, runtime: str = "openvino", threads: int = 0) -> Any:
+CPU_PRECISIONS = ("auto", "f32", "bf16")
+"""What ``make repository CPU_PRECISION=`` accepts: ``auto`` is bf16 where the CPU runs it natively, else f32."""
+
+
+def cpu_runs_bf16_natively() -> bool:
+    """Whether OpenVINO's CPU plugin reports native bf16 (AVX512-BF16 or AMX) on this machine.
+
+    Asks the plugin (``OPTIMIZATION_CAPABILITIES``) rather than reading
+    ``/proc/cpuinfo``: it is the plugin that decides whether bf16 runs in hardware.
+    """
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def resolve_cpu_precision(requested: str) -> str:
+    """``auto`` → ``bf16`` where :func:`cpu_runs_bf16_natively`, else ``f32``; an explicit precision stays.
+
+    Raises:
+        ValueError: not one of :data:`CPU_PRECISIONS`.
+    """
+    if requested not in CPU_PRECISIONS:
+        raise ValueError(f"CPU precision must be one of {CPU_PRECISIONS}, not {requested!r}")
+    if requested == "auto":
+        return "bf16" if cpu_runs_bf16_natively() else "f32"
+    return requested
+
+
+def make_network_runner(onnx_path: Path, runtime: str = "openvino", threads: int = 0, precision: str = "f32") -> Any:
     """A function (network_input 1×3×h×w, condition 1×K float32) → residual, running ``onnx_path`` on the CPU.
 
-    ``threads=0`` lets the runtime use every core. OpenVINO is asked for f32
-    inference: its bf16 default on CPUs with AVX512-BF16 is ~2× faster again but
-    moves outputs by about 2 of 1023 codes.
+    ``threads=0`` lets the runtime use every core. ``precision`` is OpenVINO's
+    inference precision, ``f32`` or ``bf16`` (resolved: see
+    :func:`resolve_cpu_precision`); bf16 measured 4.4–4.7× f32 on a Xeon with AMX
+    and moves outputs by a few of 1023 codes, which is why the repository
+    serves it only after ``build/precision_gate.py`` passes. ONNX Runtime runs f32 only.
+
+    Raises:
+        ValueError: an unknown runtime, or a precision other than f32 for ONNX Runtime.
     """
     if runtime == "onnxruntime":
+        if precision != "f32":
+            raise ValueError(f"the onnxruntime runtime runs f32 only, not {precision}")
         session = make_onnx_session(onnx_path, threads)
         return lambda network_input, condition: session.run(
             [NETWORK_OUTPUT_NAME], {NETWORK_INPUT_NAME: network_input, NETWORK_CONDITION_NAME: condition}
         )[0]
     if runtime == "openvino":
-        request = compile_openvino(onnx_path, "f32", threads).create_infer_request()
+        request = compile_openvino(onnx_path, precision, threads).create_infer_request()
 
         def run(network_input: NDArray[np.float32], condition: NDArray[np.float32]) -> NDArray[np.float32]:
             request.infer({NETWORK_INPUT_NAME: network_input, NETWORK_CONDITION_NAME: condition})
