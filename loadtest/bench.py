@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -87,11 +86,18 @@ PATHS = (
 THROUGHPUT_GOAL = 0.9
 
 
+def served_parameter(model_dir: Path, key: str) -> str:
+    """A parameter of the served network's config.pbtxt ("" when it has none)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    return config.parameters[key].string_value if key in config.parameters else ""
+
+
 def served_intra_op_threads(model_dir: Path) -> int:
     """The ``intra_op_threads`` parameter of the served network's config.pbtxt (0: every core)."""
-    config = (model_dir / "config.pbtxt").read_text()
-    match = re.search(r'key:\s*"intra_op_threads"\s*value:\s*\{\s*string_value:\s*"(\d+)"', config)
-    return int(match.group(1)) if match else 0
+    return int(served_parameter(model_dir, "intra_op_threads") or 0)
 
 
 def openvino_model(onnx_path: Path, precision: str | None) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
@@ -200,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         "scale": args.scale, "frames_per_size": args.frames, "rounds": args.rounds, "window": args.window,
         "machine": f"{os.cpu_count()} CPUs", "onnx": str(onnx_path),
         "engines": {name: note for name, (_, note) in engines.items()}, "sizes": {},
+        "served_precision": served_parameter(model_dir, "precision") or "f32",
+        "precision_gate": (json.loads((model_dir / "precision_gate.json").read_text())
+                           if (model_dir / "precision_gate.json").is_file() else None),
     }
     server = TritonServer(args.repository, ServerPorts.free(), log_path=reports / f"{args.prefix}_tritonserver.log")
     try:
@@ -334,6 +343,16 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[st
     }
 
 
+def gate_summary(gate: dict[str, Any] | None) -> str:
+    """The precision gate's figures (``precision_gate.json`` beside the model) in words; "" without a gate."""
+    if not gate:
+        return ""
+    psnr = "∞" if gate["psnr_db"] is None else f"{gate['psnr_db']:.1f}"
+    verdict = "passed" if gate["passed"] else "failed, f32 served"
+    return (f" (precision gate, {gate['requested']} → {gate['precision']}: {psnr} dB, "
+            f"max {gate['max_code_difference']} codes vs f32, {verdict})")
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The Markdown report of :func:`main`'s results."""
     scale = results["scale"]
@@ -346,6 +365,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"* `{name}`: {note}" for name, note in results["engines"].items()]
+    lines.append(f"* served network precision: {results.get('served_precision', 'f32')}"
+                 + gate_summary(results.get("precision_gate")))
     lines += ["", "| LR size | path | median ms/frame | frames/s |", "|---|---|---:|---:|"]
     for label, size in results["sizes"].items():
         for name in PATHS:
