@@ -84,6 +84,34 @@ def _run_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _probe_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "probe",
+        help="a liveness check: one tiny real inference through the ensemble",
+        description="Exit 0 when the server answers a 16x16 frame through sritm_x{scale} within the deadline, "
+        "1 otherwise, with the reason on one line. Triton keeps reporting ready when a Python-backend stub has "
+        "died, so a Kubernetes liveness probe must run an inference (deploy/k8s/).",
+    )
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"Triton gRPC address (default {DEFAULT_URL})")
+    parser.add_argument("--scale", type=int, choices=(2, 4), default=2)
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds for the whole check (default 5)")
+
+
+def _run_probe(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from sritm_client.frames import SdrFrame
+
+    frame = SdrFrame.from_rgb8(np.full((16, 16, 3), 128, np.uint8), pts=0)
+    retry = RetryPolicy(attempts=1, deadline_s=args.timeout)
+    with SritmClient(args.url, args.scale, timeout_s=args.timeout, ready_timeout_s=args.timeout, retry=retry) as client:
+        answer = client.convert(frame)
+    if (answer.height, answer.width) != (16 * args.scale, 16 * args.scale):
+        raise SritmError(f"the server answered {answer.width}x{answer.height}, not the x{args.scale} frame")
+    print(f"ok: {args.url} converted a 16x16 frame through sritm_x{args.scale}")
+    return EXIT_OK
+
+
 def _delegate(module: str, argv: Sequence[str]) -> int:
     try:
         entry = importlib.import_module(module)
@@ -103,13 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sritm: error: {error}", file=sys.stderr)
             return EXIT_FAILED
     parser = argparse.ArgumentParser(prog="sritm", description="SDR to HDR10 with GPGMNet on Triton.")
-    subparsers = parser.add_subparsers(dest="command", metavar="{convert,train,evaluate}", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="{convert,probe,train,evaluate}", required=True)
     _convert_parser(subparsers)
+    _probe_parser(subparsers)
     subparsers.add_parser("train", help="train GPGMNet (sritm train --help)", add_help=False)
     subparsers.add_parser("evaluate", help="evaluate a checkpoint against the classical baseline", add_help=False)
     args = parser.parse_args(argv)
     try:
-        return _run_convert(args)
+        return _run_probe(args) if args.command == "probe" else _run_convert(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
