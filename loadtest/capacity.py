@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import csv
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,7 +58,6 @@ from loadkit import (
 )
 
 from sritm_core.contract import (
-    INPUT_NAME,
     NETWORK_CONDITION_NAME,
     NETWORK_INPUT_NAME,
     NETWORK_OUTPUT_NAME,
@@ -215,32 +213,47 @@ def measure_point(target: str, url: str, metrics_url: str, scale: int, size: tup
 # --------------------------------------------------------------------------- perf_analyzer
 
 
-def find_perf_analyzer() -> tuple[str | None, str]:
-    """The path of a working perf_analyzer, or None and the reason there is none."""
-    candidates = [shutil.which("perf_analyzer"), str(Path(sys.executable).parent / "perf_analyzer")]
-    path = next((c for c in candidates if c and Path(c).is_file()), None)
-    if path is None:
-        return None, ("perf_analyzer is not installed: `pip install perf-analyzer` gives a 0.1.0 placeholder "
-                      "without the binary on glibc < 2.38; perf-analyzer==2.60.0 needs glibc >= 2.38 (Debian 13)")
+def find_perf_analyzer() -> tuple[list[str] | None, str]:
+    """How to run perf_analyzer 2.60 here (directly, or via Debian 13's loader: perf_analyzer.py), or why not."""
+    import perf_analyzer
+
     try:
-        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
-        usage = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return None, f"{path} does not run: {error}"
-    text = version.stdout + version.stderr
-    if version.returncode != 0 or "concurrency-range" not in usage.stdout + usage.stderr:
-        return None, (f"{path} is not a working perf_analyzer "
-                      f"(--version exited {version.returncode}: {text.strip()[:200]})")
-    return path, text.strip().splitlines()[0] if text.strip() else "perf_analyzer"
+        prefix = perf_analyzer.command_prefix()
+    except (perf_analyzer.PerfAnalyzerError, OSError, subprocess.TimeoutExpired) as error:
+        return None, str(error)
+    glibc = ".".join(map(str, perf_analyzer.system_glibc()))
+    old_glibc = perf_analyzer.system_glibc() < perf_analyzer.GLIBC_NEEDED
+    how = "through Debian 13's dynamic loader and libraries" if old_glibc else "directly"
+    return prefix, f"perf_analyzer {perf_analyzer.VERSION}, glibc {glibc}, run {how}"
 
 
-def run_perf_analyzer(binary: str, model: str, url: str, input_name: str, shape: list[int], concurrency: int,
+def perf_input_data(target: str, lr: tuple[int, int], work: Path) -> Path:
+    """perf_analyzer's ``--input-data`` for a target: a real-layout frame and valid rendering/condition inputs.
+
+    Random data would not do: perf_analyzer fills every input, and a random
+    ``CONVENTION`` or ``CONDITION`` is (rightly) INVALID_ARGUMENT.
+    """
+    import perf_analyzer
+
+    if target == "ensemble":
+        return perf_analyzer.input_data(work / f"pa_input_ensemble_{size_label(lr)}.json", *lr)
+    rng = np.random.default_rng(0)
+    path = work / f"pa_input_network_{size_label(lr)}.json"
+    path.write_text(json.dumps({"data": [{
+        NETWORK_INPUT_NAME: {"content": rng.random(3 * lr[0] * lr[1], dtype=np.float32).tolist(),
+                             "shape": [1, 3, lr[0], lr[1]]},
+        NETWORK_CONDITION_NAME: {"content": BT2446A.reshape(-1).tolist(), "shape": list(BT2446A.shape)},
+    }]}))
+    return path
+
+
+def run_perf_analyzer(prefix: list[str], model: str, url: str, data: Path, concurrency: int,
                       seconds: float, work: Path) -> dict[str, Any]:
-    """One concurrency point measured by perf_analyzer (gRPC, random data of the given shape)."""
+    """One concurrency point measured by perf_analyzer (gRPC, the inputs of ``data``)."""
     report = work / f"pa_{model}_{concurrency}.csv"
     interval_ms = max(1000, int(seconds * 1000 / 3))
     command = [
-        binary, "-m", model, "-u", url, "-i", "grpc", "--shape", f"{input_name}:{','.join(map(str, shape))}",
+        *prefix, "-m", model, "-u", url, "-i", "grpc", "--input-data", str(data),
         "--concurrency-range", f"{concurrency}:{concurrency}", "--measurement-interval", str(interval_ms),
         "--stability-percentage", "50", "--max-trials", "4", "-f", str(report),
     ]
@@ -408,11 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                     point = measure_point(target, url, metrics_url, args.scale, lr, concurrency, args.seconds,
                                           args.min_requests)
                     if perf_analyzer:
-                        if target == "ensemble":
-                            name, shape = INPUT_NAME, [lr[0] * 3 // 2, lr[1]]
-                        else:
-                            name, shape = NETWORK_INPUT_NAME, [1, 3, lr[0], lr[1]]
-                        point.perf_analyzer = run_perf_analyzer(perf_analyzer, point.model, url, name, shape,
+                        data = perf_input_data(target, lr, Path(work))
+                        point.perf_analyzer = run_perf_analyzer(perf_analyzer, point.model, url, data,
                                                                 concurrency, args.seconds, Path(work))
                     points.append(point)
                     print(f"{target:8s} c={concurrency}: {point.requests} requests, {point.failures} failed, "
