@@ -109,6 +109,22 @@ def test_video_to_mkv_is_tagged_hdr10_with_measured_light_levels_and_audio(trito
     assert light["max_content"] > 0
 
 
+def test_video_to_raw_yuv_is_every_served_frame_byte_for_byte(triton_server, tmp_path):
+    """``.yuv`` for a video: the frames one after another, each exactly the server's answer, nothing else."""
+    source, output = tmp_path / "clip.mp4", tmp_path / "clip_hdr.yuv"
+    write_sdr(source, n=5, w=48, h=32, audio="aac")
+    assert main(["convert", str(source), str(output), "--url", triton_server.grpc_url, "--scale", "2",
+                 "--window", "3", "--quiet"]) == 0
+    from sritm_client.video import read_sdr_frames
+
+    with SritmClient(triton_server.grpc_url, 2) as client:
+        served = [client.convert(SdrFrame.from_planes(f.y, f.u, f.v, f.pts)).to_numpy()
+                  for f in read_sdr_frames(source)]
+    assert len(served) == 5
+    assert output.read_bytes() == b"".join(frame.astype("<u2").tobytes() for frame in served)
+    assert not list(tmp_path.glob(".*.part")), "the temporary file was left behind"
+
+
 @needs_ffprobe
 def test_odd_sized_video_to_mp4(triton_server, tmp_path):
     source, output = tmp_path / "odd.mkv", tmp_path / "odd_hdr.mp4"

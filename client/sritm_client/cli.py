@@ -27,7 +27,7 @@ def _convert_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
         help="convert an SDR image or video to HDR10 on a Triton server",
         description="Convert an SDR image (PNG/JPEG, 8-bit, BT.709) or video (8-bit, anything PyAV decodes) "
         "to HDR10: images to .png (16-bit full-range PQ BT.2020 R'G'B') or .yuv (raw yuv420p10le), "
-        "videos to .mkv/.mp4 (HEVC Main10 with HDR10 metadata, audio copied).",
+        "videos to .mkv/.mp4 (HEVC Main10 with HDR10 metadata, audio copied) or .yuv (raw yuv420p10le).",
     )
     parser.add_argument("input", type=Path)
     parser.add_argument("output", type=Path)

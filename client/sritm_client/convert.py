@@ -30,12 +30,13 @@ from sritm_client.video import (
     probe_video,
     read_sdr_frames,
 )
+from sritm_client.video.raw import RawYuvWriter
 from sritm_core import colour
 from sritm_core.contract import Rendering
 
 IMAGE_INPUTS = frozenset({".png", ".jpg", ".jpeg"})
 IMAGE_OUTPUTS = frozenset({".png", ".yuv"})
-VIDEO_OUTPUTS = frozenset({".mkv", ".mp4"})
+VIDEO_OUTPUTS = frozenset({".mkv", ".mp4", ".yuv"})
 
 
 class ConversionError(SritmError):
@@ -139,6 +140,9 @@ def convert_video(
 ) -> ConversionResult:
     """Converts an SDR video to HEVC Main10 with HDR10 metadata over one stream, copying its audio.
 
+    A ``.yuv`` output is raw ``yuv420p10le`` instead (no container, metadata or audio): byte for byte what
+    the server answered, for comparisons.
+
     Ctrl-C ends the conversion early with a file of the frames converted so far
     (the result's ``interrupted`` is set).
 
@@ -159,10 +163,13 @@ def convert_video(
     written = 0
     interrupted = False
     try:
-        with Hdr10VideoWriter(
-            output, out_width, out_height, info.frame_rate, audio_source=source if info.has_audio else None,
-            crf=crf, preset=preset, mastering_display=mastering_display_for(rendering.peak_nits),
-        ) as writer:
+        writer_context: Hdr10VideoWriter | RawYuvWriter = (
+            RawYuvWriter(output, out_width, out_height) if output.suffix.lower() == ".yuv" else Hdr10VideoWriter(
+                output, out_width, out_height, info.frame_rate, audio_source=source if info.has_audio else None,
+                crf=crf, preset=preset, mastering_display=mastering_display_for(rendering.peak_nits),
+            )
+        )
+        with writer_context as writer:
             for hdr in client.stream(sdr_frames(), window=window, convention=rendering.convention,
                                      peak_nits=rendering.peak_nits):
                 writer.write(crop_hdr(hdr, out_height, out_width).to_numpy())
