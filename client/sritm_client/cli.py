@@ -32,8 +32,11 @@ def _convert_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     parser.add_argument("input", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("--scale", type=int, choices=(2, 4), default=4)
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"Triton gRPC address (default {DEFAULT_URL})")
-    parser.add_argument("--window", type=int, default=8, help="frames in flight while streaming (default 8)")
+    parser.add_argument("--url", action="append", metavar="HOST:PORT",
+                        help=f"Triton gRPC address (default {DEFAULT_URL}); repeat it for several replicas: "
+                        "frames spread over the healthy ones, a failed one's frames go to the others")
+    parser.add_argument("--window", type=int, default=8,
+                        help="frames in flight while streaming, per replica (default 8)")
     parser.add_argument("--shm", action="store_true", help="pass frames through system shared memory (same host)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per frame (deadline)")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
@@ -69,7 +72,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         progress = tqdm
     retry = RetryPolicy(deadline_s=args.connect_timeout)
     with SritmClient(
-        args.url, args.scale, timeout_s=args.timeout, ready_timeout_s=args.connect_timeout,
+        args.url or [DEFAULT_URL], args.scale, timeout_s=args.timeout, ready_timeout_s=args.connect_timeout,
         use_shared_memory=args.shm, tls=tls, retry=retry,
     ) as client:
         result = convert_file(

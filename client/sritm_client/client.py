@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import queue
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -45,6 +45,7 @@ from sritm_client.errors import (
     SritmError,
 )
 from sritm_client.frames import HdrFrame, SdrFrame
+from sritm_client.replicas import spread_stream
 from sritm_client.shm import Region, SlotPool
 from sritm_core.contract import (
     DEFAULT_CONVENTION,
@@ -67,6 +68,10 @@ class SritmClient(ClientOptions):
     ``use_shared_memory`` passes frames through POSIX shared memory (the
     server must run on the same host). Not thread-safe: one client per thread.
 
+    ``url`` may be a list of replicas' addresses: the replicas reachable at
+    construction are used, ``convert`` goes to them in turn and ``stream``
+    spreads over them, moving a failed replica's frames to the others.
+
     Example::
 
         with SritmClient("127.0.0.1:8001", scale=4) as client:
@@ -76,7 +81,7 @@ class SritmClient(ClientOptions):
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | Sequence[str] = DEFAULT_URL,
         scale: int = 4,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -85,6 +90,18 @@ class SritmClient(ClientOptions):
         tls: TlsOptions | None = None,
         retry: RetryPolicy = RetryPolicy(),
     ) -> None:
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("give at least one server URL")
+        self._replicas: list[SritmClient] = []
+        if len(urls) > 1:
+            # Several replicas: one single-URL client each; a stream spreads over them (sritm_client.replicas).
+            options = {"timeout_s": timeout_s, "ready_timeout_s": ready_timeout_s,
+                       "use_shared_memory": use_shared_memory, "tls": tls, "retry": retry}
+            super().__init__(",".join(urls), scale, **options)  # type: ignore[arg-type]
+            self._replicas = self._connect_replicas(urls, scale, options)
+            return
+        url = urls[0]
         super().__init__(
             url,
             scale,
@@ -113,8 +130,25 @@ class SritmClient(ClientOptions):
     ) -> None:
         self.close()
 
+    @staticmethod
+    def _connect_replicas(urls: list[str], scale: int, options: dict[str, Any]) -> list[SritmClient]:
+        """A client per URL; replicas that cannot be reached now are left out, unless all of them are."""
+        connected, failures = [], []
+        for url in urls:
+            try:
+                connected.append(SritmClient(url, scale, **options))
+            except ServerUnavailableError as error:
+                failures.append(str(error))
+        if not connected:
+            raise ServerUnavailableError(f"none of {len(urls)} replicas is reachable: {'; '.join(failures)}")
+        return connected
+
     def close(self) -> None:
         """Unregisters and frees this client's shared memory and closes the connection. Idempotent."""
+        if self._replicas:
+            for replica in self._replicas:
+                replica.close()
+            return
         if self._slots is not None:
             self._retire(self._client, self._slots.close())
         self._client.close()
@@ -137,7 +171,22 @@ class SritmClient(ClientOptions):
         """
         frame = checked_frame(frame)
         rendering = Rendering(convention, float(peak_nits))
+        if self._replicas:
+            return self._convert_on_a_replica(frame, rendering)
         return self._retrying(lambda: self._infer_once(frame, self._slots, rendering), frame.pts)
+
+    def _convert_on_a_replica(self, frame: SdrFrame, rendering: Rendering) -> HdrFrame:
+        """``convert`` on the replicas in turn: the next one takes over when one gives up."""
+        last: ServerUnavailableError | None = None
+        for _ in range(len(self._replicas)):
+            replica = self._replicas[0]
+            self._replicas.append(self._replicas.pop(0))  # round robin over calls
+            try:
+                return replica.convert(frame, convention=rendering.convention, peak_nits=rendering.peak_nits)
+            except ServerUnavailableError as error:
+                last = error
+        assert last is not None
+        raise ServerUnavailableError(f"every replica failed; the last: {last}") from None
 
     def _convert_by_value(self, frame: SdrFrame, rendering: Rendering = Rendering()) -> HdrFrame:
         """``convert`` without shared memory: a stream's diagnosis leaves no region behind."""
@@ -189,10 +238,17 @@ class SritmClient(ClientOptions):
         exactly once, in order. Close the iterator (or exhaust it) to free
         its connection and shared memory. ``convention`` and ``peak_nits`` apply
         to every frame, as in :meth:`convert`.
+
+        A client made with several URLs streams to all of them at once, ``window``
+        frames in flight on each; when one gives up (after its own retries), the
+        frames it had not answered go to the others (:mod:`sritm_client.replicas`).
         """
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
-        return _SyncStream(self, window, Rendering(convention, float(peak_nits))).run(iter(frames))
+        rendering = Rendering(convention, float(peak_nits))
+        if self._replicas:
+            return spread_stream(self._replicas, frames, window, rendering)
+        return _SyncStream(self, window, rendering).run(iter(frames))
 
     # --- connection
 
