@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sritm_client import RetryPolicy, SdrFrame, SritmClient
+from sritm_client import AsyncSritmClient, RetryPolicy, SdrFrame, SritmClient
 from sritm_serving.triton_server import ServerPorts, TritonServer
 
 from media import write_sdr
@@ -69,6 +71,26 @@ def test_stream_spreads_over_two_replicas_and_survives_losing_one(launch):
     assert [hdr.to_numpy().tobytes() for hdr in received] == expected
 
 
+def test_async_stream_spreads_and_survives_losing_one(launch):
+    first, second = launch(), launch()
+    frames = [frame(i) for i in range(12)]
+    with SritmClient(first.grpc_url, scale=2) as single:
+        expected = [hdr.to_numpy().tobytes() for hdr in single.stream(frames, window=2)]
+
+    async def run() -> list[bytes]:
+        received = []
+        async with AsyncSritmClient([first.grpc_url, second.grpc_url], scale=2, retry=QUICK) as client:
+            async for hdr in client.stream(frames, window=2):
+                received.append(hdr)
+                if len(received) == 5:
+                    first.kill()
+        assert [hdr.pts for hdr in received] == list(range(12))
+        return [hdr.to_numpy().tobytes() for hdr in received]
+
+    assert asyncio.run(run()) == expected
+    assert successes(second) > 0
+
+
 def test_convert_falls_over_to_the_replica_that_answers(launch):
     first, second = launch(), launch()
     with SritmClient([first.grpc_url, second.grpc_url], scale=2, retry=QUICK) as client:
@@ -92,7 +114,8 @@ def test_cli_with_two_urls_writes_the_single_server_bytes_after_a_sigkill(launch
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        read_until(process, lambda text: "| 5/20" in text, "progress at 5 of 20 frames")
+        read_until(process, lambda text: any(int(done) >= 5 for done in re.findall(r"\|\s*(\d+)/20", text)),
+                   "progress at 5 of 20 frames")
         first.kill()
         out, err = process.communicate(timeout=300)
     finally:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -15,6 +15,7 @@ import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.utils import InferenceServerException
 
 from sritm_client.core import (
+    DEFAULT_URL,
     INVALID_ARGUMENT,
     LIVENESS_PROBE_S,
     ClientOptions,
@@ -36,6 +37,7 @@ from sritm_client.core import (
 )
 from sritm_client.errors import ServerUnavailableError, SritmError
 from sritm_client.frames import HdrFrame, SdrFrame
+from sritm_client.replicas import spread_stream_async
 from sritm_client.shm import FrameSlot, Region, SlotPool
 from sritm_core.contract import DEFAULT_CONVENTION, NETWORK_PEAK_NITS, Rendering
 
@@ -59,6 +61,16 @@ class AsyncSritmClient(ClientOptions):
 
     # The options are ClientOptions'; the connection is made by connect().
     _client: Any = None
+    _replicas: list[AsyncSritmClient] | None = None
+
+    def __init__(self, url: str | Sequence[str] = DEFAULT_URL, scale: int = 4, **options: Any) -> None:
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("give at least one server URL")
+        super().__init__(",".join(urls), scale, **options)
+        # Several replicas: one single-URL client each, connected by connect() (sritm_client.replicas).
+        self._replica_urls = urls if len(urls) > 1 else []
+        self._options = options
 
     async def __aenter__(self) -> AsyncSritmClient:
         return await self.connect()
@@ -70,6 +82,10 @@ class AsyncSritmClient(ClientOptions):
 
     async def connect(self) -> AsyncSritmClient:
         """Waits for the server and the ensemble, and checks the contract. Idempotent."""
+        if self._replica_urls:
+            if self._replicas is None:
+                self._replicas = await self._connect_replicas()
+            return self
         if self._client is None:
             client = self._new_triton_client()
             try:
@@ -84,8 +100,25 @@ class AsyncSritmClient(ClientOptions):
             self._client = client
         return self
 
+    async def _connect_replicas(self) -> list[AsyncSritmClient]:
+        """A connected client per replica URL; the unreachable ones are left out, unless all of them are."""
+        connected, failures = [], []
+        for url in self._replica_urls:
+            replica = AsyncSritmClient(url, self.scale, **self._options)
+            try:
+                connected.append(await replica.connect())
+            except ServerUnavailableError as error:
+                failures.append(str(error))
+        if not connected:
+            raise ServerUnavailableError(f"none of {len(self._replica_urls)} replicas is reachable: "
+                                         f"{'; '.join(failures)}")
+        return connected
+
     async def close(self) -> None:
         """Unregisters and frees this client's shared memory and closes the connection. Idempotent."""
+        replicas, self._replicas = self._replicas or [], None
+        for replica in replicas:
+            await replica.close()
         client, self._client = self._client, None
         await _close_connection(self, client, self._slots)
 
@@ -101,7 +134,22 @@ class AsyncSritmClient(ClientOptions):
         frame = checked_frame(frame)
         rendering = Rendering(convention, float(peak_nits))
         await self.connect()
+        if self._replicas:
+            return await self._convert_on_a_replica(frame, rendering)
         return await self._retrying(lambda: self._infer_once(frame, self._slots, rendering), frame.pts)
+
+    async def _convert_on_a_replica(self, frame: SdrFrame, rendering: Rendering) -> HdrFrame:
+        """``convert`` on the replicas in turn: the next one takes over when one gives up."""
+        assert self._replicas
+        last: ServerUnavailableError | None = None
+        for _ in range(len(self._replicas)):
+            replica = self._replicas[0]
+            self._replicas.append(self._replicas.pop(0))  # round robin over calls
+            try:
+                return await replica.convert(frame, convention=rendering.convention, peak_nits=rendering.peak_nits)
+            except ServerUnavailableError as error:
+                last = error
+        raise ServerUnavailableError(f"every replica failed; the last: {last}") from None
 
     async def _convert_by_value(self, frame: SdrFrame, rendering: Rendering = Rendering()) -> HdrFrame:
         """``convert`` without shared memory: a stream's diagnosis leaves no region behind."""
@@ -156,6 +204,13 @@ class AsyncSritmClient(ClientOptions):
             raise ValueError(f"window must be at least 1, not {window}")
         rendering = Rendering(convention, float(peak_nits))
         await self.connect()
+        if self._replicas:
+            async with contextlib.aclosing(
+                spread_stream_async(self._replicas, _async_iterator(frames), window, rendering)
+            ) as spread:
+                async for frame in spread:
+                    yield frame
+            return
         stream = _AsyncStream(self, window, rendering)
         try:
             async with contextlib.aclosing(stream.run(_async_iterator(frames))) as converted:

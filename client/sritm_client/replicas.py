@@ -10,16 +10,19 @@ the stream as it would with one server.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sritm_client.errors import ServerUnavailableError
 from sritm_client.frames import HdrFrame, SdrFrame
 
 if TYPE_CHECKING:
+    from sritm_client.aio import AsyncSritmClient
     from sritm_client.client import SritmClient
 
 _STOP: Any = object()
@@ -28,16 +31,105 @@ _PAUSE: Any = object()
 """On a replica's feed: no more frames for now; its stream drains and closes (frames after it open a new one)."""
 
 
-class _Replica:
-    """A replica's feed queue, worker thread, and the sequence numbers it has been given and not yet answered."""
+class SpreadBook:
+    """The bookkeeping of one stream over several replicas, without I/O: who holds which frame, what comes next.
 
-    def __init__(self, index: int, client: SritmClient) -> None:
+    Frames are numbered in input order. A frame goes to the least loaded healthy
+    replica with room in its window; a failed replica's unanswered frames go
+    before new ones, in input order; answers come out in input order.
+    """
+
+    def __init__(self, replicas: int, window: int) -> None:
+        self.window = window
+        self.unanswered: list[deque[int]] = [deque() for _ in range(replicas)]
+        self.paused = [True] * replicas
+        self.healthy = set(range(replicas))
+        self.waiting: dict[int, SdrFrame] = {}
+        self.retry: deque[int] = deque()
+        self.answered: dict[int, HdrFrame] = {}
+        self.next_sequence = self.next_out = 0
+        self.exhausted = False
+
+    def free_replica(self) -> int | None:
+        """The replica the next frame goes to, or None when none has room or there is nothing left to send."""
+        if not self.healthy or (self.exhausted and not self.retry):
+            return None
+        index = min(self.healthy, key=lambda i: (len(self.unanswered[i]), i))
+        return index if len(self.unanswered[index]) < self.window else None
+
+    def take_retry(self) -> int | None:
+        """The first frame of a failed replica still to be sent again, if any."""
+        return self.retry.popleft() if self.retry else None
+
+    def add(self, frame: SdrFrame) -> int:
+        """Numbers a new frame from the source."""
+        sequence, self.next_sequence = self.next_sequence, self.next_sequence + 1
+        self.waiting[sequence] = frame
+        return sequence
+
+    def assign(self, index: int, sequence: int) -> tuple[int, SdrFrame]:
+        """Gives frame ``sequence`` to replica ``index``; returns what to put on its feed."""
+        self.unanswered[index].append(sequence)
+        self.paused[index] = False
+        return sequence, self.waiting[sequence]
+
+    def to_pause(self) -> list[int]:
+        """Replicas to tell that nothing more comes for now (each once per run of frames)."""
+        if not self.exhausted or self.retry:
+            return []
+        chosen = [i for i in self.healthy if not self.paused[i]]
+        for index in chosen:
+            self.paused[index] = True
+        return chosen
+
+    def record(self, kind: str, index: int, payload: Any) -> None:
+        """A worker's message: an answer, or its replica's failure.
+
+        Raises:
+            SritmError: the failure was not the server going away (a refused frame, say).
+            ServerUnavailableError: every replica has now failed.
+        """
+        if kind == "frame":
+            sequence, hdr = payload
+            self.unanswered[index].remove(sequence)
+            del self.waiting[sequence]
+            self.answered[sequence] = hdr
+            return
+        if not isinstance(payload, ServerUnavailableError):
+            raise payload
+        self.healthy.discard(index)
+        self.retry = deque(sorted({*self.retry, *self.unanswered[index]}))  # input order: a small reorder buffer
+        self.unanswered[index].clear()
+        if not self.healthy:
+            raise ServerUnavailableError(f"every replica failed; the last: {payload}") from None
+
+    def in_order(self) -> Iterator[HdrFrame]:
+        """The answers that are next in input order."""
+        while self.next_out in self.answered:
+            yield self.answered.pop(self.next_out)
+            self.next_out += 1
+
+    def done(self) -> bool:
+        """Whether every frame of the source has come out."""
+        return self.exhausted and not self.retry and self.next_out == self.next_sequence
+
+
+class _Replica:
+    """A replica's client, its feed and its worker."""
+
+    def __init__(self, index: int, client: Any, feed: Any) -> None:
         self.index = index
         self.client = client
-        self.feed: queue.Queue[Any] = queue.Queue()
-        self.unanswered: deque[int] = deque()
-        self.paused = True
-        self.thread: threading.Thread | None = None
+        self.feed = feed
+        self.worker: Any = None
+
+
+def _runs(first: Any, next_item: Callable[[], Any]) -> Iterator[tuple[int, SdrFrame]]:
+    """The feed's items from ``first`` to the next ``_PAUSE``/``_STOP`` (excluded)."""
+    item = first
+    while item is not _PAUSE and item is not _STOP:
+        yield item
+        item = next_item()
 
 
 def _worker(replica: _Replica, window: int, rendering: Any, results: queue.Queue[Any]) -> None:
@@ -47,41 +139,33 @@ def _worker(replica: _Replica, window: int, rendering: Any, results: queue.Queue
     be told when there is none to come (``_PAUSE``): otherwise it would wait
     for a frame instead of reading the answers it is owed.
     """
-    stopping = False
     try:
-        while not stopping:
+        while True:
             first = replica.feed.get()
             if first is _STOP:
                 return
             if first is _PAUSE:
                 continue
             given: deque[int] = deque()
+            last: list[Any] = []
 
-            def frames(first: Any = first, given: deque[int] = given) -> Iterator[SdrFrame]:
-                nonlocal stopping
-                item = first
-                while True:
-                    sequence, frame = item
+            def frames(first: Any = first, given: deque[int] = given, last: list[Any] = last) -> Iterator[SdrFrame]:
+                def next_item() -> Any:
+                    item = replica.feed.get()
+                    last[:] = [item]
+                    return item
+
+                for sequence, frame in _runs(first, next_item):
                     given.append(sequence)
                     yield frame
-                    item = replica.feed.get()
-                    if item is _PAUSE or item is _STOP:
-                        stopping = item is _STOP
-                        return
 
             for hdr in replica.client.stream(frames(), window, convention=rendering.convention,
                                              peak_nits=rendering.peak_nits):
                 results.put(("frame", replica.index, (given.popleft(), hdr)))
+            if last and last[0] is _STOP:
+                return
     except BaseException as error:  # handed to the caller's thread, which decides
         results.put(("failed", replica.index, error))
-
-
-def _pause(replicas: Iterable[_Replica]) -> None:
-    """Nothing more to send: each replica's stream drains what it holds and closes."""
-    for replica in replicas:
-        if not replica.paused:
-            replica.paused = True
-            replica.feed.put(_PAUSE)
 
 
 def spread_stream(clients: list[SritmClient], frames: Iterable[SdrFrame], window: int,
@@ -92,63 +176,102 @@ def spread_stream(clients: list[SritmClient], frames: Iterable[SdrFrame], window
         ServerUnavailableError: every replica failed; the message says what the last one said.
     """
     results: queue.Queue[Any] = queue.Queue()
-    replicas = [_Replica(index, client) for index, client in enumerate(clients)]
-    healthy = {replica.index: replica for replica in replicas}
+    replicas = [_Replica(index, client, queue.Queue()) for index, client in enumerate(clients)]
+    book = SpreadBook(len(replicas), window)
     source = iter(frames)
-    waiting: dict[int, SdrFrame] = {}  # sent (or to be sent again), not yet answered
-    retry: deque[int] = deque()
-    answered: dict[int, HdrFrame] = {}
-    next_sequence = next_out = 0
-    exhausted = False
     for replica in replicas:
-        replica.thread = threading.Thread(target=_worker, args=(replica, window, rendering, results), daemon=True,
+        replica.worker = threading.Thread(target=_worker, args=(replica, window, rendering, results), daemon=True,
                                           name=f"sritm-replica-{replica.index}")
-        replica.thread.start()
+        replica.worker.start()
     try:
         while True:
-            # Fill every healthy replica's window, least loaded first; frames of a failed replica go first.
-            while healthy and (retry or not exhausted):
-                replica = min(healthy.values(), key=lambda r: len(r.unanswered))
-                if len(replica.unanswered) >= window:
-                    break
-                if retry:
-                    sequence = retry.popleft()
-                else:
+            while (index := book.free_replica()) is not None:
+                sequence = book.take_retry()
+                if sequence is None:
                     frame = next(source, None)
                     if frame is None:
-                        exhausted = True
+                        book.exhausted = True
                         break
-                    sequence, next_sequence = next_sequence, next_sequence + 1
-                    waiting[sequence] = frame
-                replica.unanswered.append(sequence)
-                replica.paused = False
-                replica.feed.put((sequence, waiting[sequence]))
-            if exhausted and not retry:
-                _pause(healthy.values())
-            while next_out in answered:
-                yield answered.pop(next_out)
-                next_out += 1
-            if exhausted and not retry and next_out == next_sequence:
+                    sequence = book.add(frame)
+                replicas[index].feed.put(book.assign(index, sequence))
+            for index in book.to_pause():
+                replicas[index].feed.put(_PAUSE)
+            yield from book.in_order()
+            if book.done():
                 return
-            kind, index, payload = results.get()
-            replica = replicas[index]
-            if kind == "frame":
-                sequence, hdr = payload
-                replica.unanswered.remove(sequence)
-                del waiting[sequence]
-                answered[sequence] = hdr
-            elif kind == "failed":
-                if not isinstance(payload, ServerUnavailableError):
-                    raise payload
-                healthy.pop(index, None)
-                # Re-sent in input order, so the reorder buffer stays small.
-                retry = deque(sorted({*retry, *replica.unanswered}))
-                replica.unanswered.clear()
-                if not healthy:
-                    raise ServerUnavailableError(f"every replica failed; the last: {payload}") from None
+            book.record(*results.get())
     finally:
         for replica in replicas:
             replica.feed.put(_STOP)
         for replica in replicas:
-            if replica.thread is not None:
-                replica.thread.join(timeout=5)
+            replica.worker.join(timeout=5)
+
+
+async def _async_worker(replica: _Replica, window: int, rendering: Any, results: asyncio.Queue[Any]) -> None:
+    """:func:`_worker` for the asyncio client: a task per replica instead of a thread."""
+    try:
+        while True:
+            first = await replica.feed.get()
+            if first is _STOP:
+                return
+            if first is _PAUSE:
+                continue
+            given: deque[int] = deque()
+            last: list[Any] = []
+
+            async def frames(first: Any = first, given: deque[int] = given,
+                             last: list[Any] = last) -> AsyncIterator[SdrFrame]:
+                item = first
+                while item is not _PAUSE and item is not _STOP:
+                    sequence, frame = item
+                    given.append(sequence)
+                    yield frame
+                    item = await replica.feed.get()
+                last[:] = [item]
+
+            async for hdr in replica.client.stream(frames(), window, convention=rendering.convention,
+                                                   peak_nits=rendering.peak_nits):
+                await results.put(("frame", replica.index, (given.popleft(), hdr)))
+            if last and last[0] is _STOP:
+                return
+    except asyncio.CancelledError:
+        raise
+    except BaseException as error:  # handed to the caller's task, which decides
+        await results.put(("failed", replica.index, error))
+
+
+async def spread_stream_async(clients: list[AsyncSritmClient], frames: AsyncIterator[SdrFrame], window: int,
+                              rendering: Any) -> AsyncGenerator[HdrFrame, None]:
+    """:func:`spread_stream` for the asyncio client (the same :class:`SpreadBook`)."""
+    results: asyncio.Queue[Any] = asyncio.Queue()
+    replicas = [_Replica(index, client, asyncio.Queue()) for index, client in enumerate(clients)]
+    book = SpreadBook(len(replicas), window)
+    for replica in replicas:
+        replica.worker = asyncio.create_task(_async_worker(replica, window, rendering, results))
+    try:
+        while True:
+            while (index := book.free_replica()) is not None:
+                sequence = book.take_retry()
+                if sequence is None:
+                    frame = await anext(frames, None)
+                    if frame is None:
+                        book.exhausted = True
+                        break
+                    sequence = book.add(frame)
+                replicas[index].feed.put_nowait(book.assign(index, sequence))
+            for index in book.to_pause():
+                replicas[index].feed.put_nowait(_PAUSE)
+            for hdr in book.in_order():
+                yield hdr
+            if book.done():
+                return
+            book.record(*(await results.get()))
+    finally:
+        for replica in replicas:
+            replica.feed.put_nowait(_STOP)
+        tasks = [replica.worker for replica in replicas]
+        _, pending = await asyncio.wait(tasks, timeout=5)
+        for task in pending:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
