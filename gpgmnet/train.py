@@ -629,6 +629,7 @@ def train(config: dict[str, Any], payload: dict[str, Any] | None = None, progres
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if config["workers"] else None,
         generator=torch.Generator().manual_seed(config["seed"]),  # keeps the global RNG untouched
+        worker_init_fn=_leave_signals_to_the_trainer,
     )
     bar = tqdm(total=total, initial=step, disable=not progress, dynamic_ncols=True, desc=f"train x{scale}")
     postfix: dict[str, str] = {}
@@ -693,6 +694,18 @@ def initialise_from(network: GPGMNet, path: Path) -> int:
 
 
 _termination_requested = False
+
+
+def _leave_signals_to_the_trainer(worker_id: int) -> None:
+    """In each data-loading worker: ignore SIGTERM and SIGINT.
+
+    A scheduler (``kill`` of the job's process group, Kubernetes, Ctrl-C in a
+    terminal) signals every process of the job at once. Workers that died of it
+    would crash the trainer before it saves; ignoring it, they are shut down by
+    the trainer after the checkpoint, as for a run that ends normally.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _request_stop(signum: int, frame: object) -> None:

@@ -186,23 +186,32 @@ def test_shipped_configs_hold_the_papers_settings(scale: int) -> None:
     assert config["batch_size"] == 32 and config["iterations"] == 290_000 and config["hr_patch"] == 160
 
 
-def test_sigterm_saves_a_resumable_checkpoint(scenes: Path, tmp_path: Path) -> None:
-    """`kill` (SIGTERM) stops a run like Ctrl-C: it saves where it is and exits 130."""
+@pytest.mark.parametrize("whole_group", [False, True], ids=["trainer", "process-group"])
+def test_sigterm_saves_a_resumable_checkpoint(scenes: Path, tmp_path: Path, whole_group: bool) -> None:
+    """`kill` (SIGTERM) stops a run like Ctrl-C: it saves where it is and exits 130.
+
+    Also when the whole process group gets it, data-loading workers included, as
+    a scheduler (or Kubernetes) sends it: the workers must not die first.
+    """
     import os
     import signal
     import subprocess
     import sys
 
     out = tmp_path / "run" / "ck.pt"
-    args = tiny_args(scenes, tmp_path / "cache", out, "--iterations", "100000", "--checkpoint-every", "100000")
+    args = tiny_args(scenes, tmp_path / "cache", out, "--iterations", "100000", "--checkpoint-every", "100000",
+                     "--workers", "1" if whole_group else "0")
     args[args.index("--quiet")] = "--val-every"
     args.insert(args.index("--val-every") + 1, "100000")
     process = subprocess.Popen(
         [sys.executable, "-m", "gpgmnet.train", *args], stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=whole_group,
     )
     seen = read_until(process, lambda text: "3/100000" in text, "training progress at step 3")
-    process.send_signal(signal.SIGTERM)
+    if whole_group:
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        process.send_signal(signal.SIGTERM)
     remaining = process.stderr.read()
     assert process.wait(timeout=60) == 130, seen + remaining
     assert "continue with --resume" in remaining
