@@ -341,7 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         items, source = _items(args)
         pictures: list[ScenePictures] | None = [] if args.figure is not None else None
-        rows = score(items, network, args.scale, device, progress=not args.quiet, pictures=pictures)
+        # The network is told the preset that matches the grading, as the matrix does (the help says so).
+        convention = args.grading if args.scenes is not None else gradings.DEFAULT
+        rows = score(items, network, args.scale, device, progress=not args.quiet, pictures=pictures,
+                     convention=convention)
     except (CheckpointError, data.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
