@@ -134,8 +134,8 @@ def input_data(path: Path, height: int, width: int, seed: int = 0) -> Path:
 
 
 def measure(url: str, model: str, height: int, width: int, concurrency: list[int], work: Path,
-            interval_ms: int = 5000) -> list[PerfPoint]:
-    """perf_analyzer on ``model`` over gRPC at each concurrency; count-windowed, stable to 20 %.
+            interval_ms: int = 5000, stability_percentage: int = 20) -> list[PerfPoint]:
+    """perf_analyzer on ``model`` over gRPC at each concurrency, time-windowed, stable to ``stability_percentage``.
 
     Raises:
         PerfAnalyzerError: it could not be fetched, or it failed (the message has its last line).
@@ -144,8 +144,8 @@ def measure(url: str, model: str, height: int, width: int, concurrency: list[int
     report = work / f"perf_{model}_{height}x{width}.csv"
     command = [*command_prefix(), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(data),
                "--concurrency-range", f"{min(concurrency)}:{max(concurrency)}:1", "--measurement-interval",
-               str(interval_ms), "--stability-percentage", "20", "--max-trials", "5", "--percentile", "95",
-               "-f", str(report)]
+               str(interval_ms), "--stability-percentage", str(stability_percentage), "--max-trials", "5",
+               "--percentile", "95", "-f", str(report)]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if completed.returncode != 0:
         last = (completed.stdout + completed.stderr).strip().splitlines() or ["no output"]
@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="136x240", help="low-resolution HEIGHTxWIDTH (default 136x240)")
     parser.add_argument("--concurrency", default="1,2", help="comma-separated (default 1,2)")
     parser.add_argument("--interval-ms", type=int, default=5000, help="measurement window (default 5000)")
+    parser.add_argument("--stability", type=int, default=20,
+                        help="perf_analyzer's --stability-percentage (default 20; loosen it on a shared machine)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     height, width = (int(part) for part in args.size.lower().split("x"))
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         points = measure(args.url, args.model, height, width, [int(c) for c in args.concurrency.split(",")],
-                         work, args.interval_ms)
+                         work, args.interval_ms, args.stability)
     except (PerfAnalyzerError, subprocess.TimeoutExpired) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

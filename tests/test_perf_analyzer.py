@@ -17,7 +17,7 @@ def test_perf_analyzer_measures_the_ensemble(triton_server, tmp_path):
     report = tmp_path / "perf.json"
     completed = subprocess.run(
         [sys.executable, str(ROOT / "loadtest" / "perf_analyzer.py"), "--url", triton_server.grpc_url,
-         "--model", "sritm_x2", "--size", "16x32", "--concurrency", "1,2", "--interval-ms", "1500",
+         "--model", "sritm_x2", "--size", "16x32", "--concurrency", "1,2", "--interval-ms", "1500", "--stability", "80",
          "--json", str(report)],
         capture_output=True, text=True, timeout=900,
     )

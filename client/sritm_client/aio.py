@@ -15,14 +15,18 @@ import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.utils import InferenceServerException
 
 from sritm_client.core import (
+    DEFAULT_READY_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
     DEFAULT_URL,
     INVALID_ARGUMENT,
     LIVENESS_PROBE_S,
     ClientOptions,
     ReadinessWait,
     Reconnection,
+    RetryPolicy,
     StreamBook,
     StreamBroken,
+    TlsOptions,
     check_contract,
     checked_frame,
     connection_arguments,
@@ -63,10 +67,22 @@ class AsyncSritmClient(ClientOptions):
     _client: Any = None
     _replicas: list[AsyncSritmClient] | None = None
 
-    def __init__(self, url: str | Sequence[str] = DEFAULT_URL, scale: int = 4, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str | Sequence[str] = DEFAULT_URL,
+        scale: int = 4,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        use_shared_memory: bool = False,
+        tls: TlsOptions | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
             raise ValueError("give at least one server URL")
+        options: dict[str, Any] = {"timeout_s": timeout_s, "ready_timeout_s": ready_timeout_s,
+                                   "use_shared_memory": use_shared_memory, "tls": tls, "retry": retry}
         super().__init__(",".join(urls), scale, **options)
         # Several replicas: one single-URL client each, connected by connect() (sritm_client.replicas).
         self._replica_urls = urls if len(urls) > 1 else []
