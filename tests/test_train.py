@@ -199,8 +199,9 @@ def test_sigterm_saves_a_resumable_checkpoint(scenes: Path, tmp_path: Path, whol
     import sys
 
     out = tmp_path / "run" / "ck.pt"
+    # fp32: bf16 autocast was seen to spend minutes creating oneDNN primitives on a loaded machine.
     args = tiny_args(scenes, tmp_path / "cache", out, "--iterations", "100000", "--checkpoint-every", "100000",
-                     "--workers", "1" if whole_group else "0")
+                     "--workers", "1" if whole_group else "0", "--set", "precision=fp32")
     args[args.index("--quiet")] = "--val-every"
     args.insert(args.index("--val-every") + 1, "100000")
     process = subprocess.Popen(
