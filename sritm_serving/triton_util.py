@@ -7,6 +7,7 @@ in rather than imported, so this module, and the tests, import without a Triton 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -141,19 +142,24 @@ def target_peak_from_request(pb_utils: Any, request: Any) -> float:
     return Rendering(peak_nits=float(values[0])).peak_nits
 
 
+def _rejected_shape(pb_utils: Any, name: str, tensor: Any, check: Callable[[tuple[int, ...]], object]) -> Any | None:
+    """INVALID_ARGUMENT naming ``name`` when the tensor is missing or ``check`` refuses its shape, else None."""
+    if tensor is None:
+        return invalid_argument(pb_utils, f"the request has no {name} input")
+    try:
+        check(tuple(tensor.shape()))
+    except FrameLayoutError as error:
+        return invalid_argument(pb_utils, f"{name}: {error}")
+    return None
+
+
 def rejected_frame(pb_utils: Any, name: str, tensor: Any, limits: FrameLimits) -> Any | None:
     """The pre-processor's check of an I420 input: an INVALID_ARGUMENT response, or None when the frame is acceptable.
 
     Uses the tensor's shape only, so an oversized request is refused before
     its buffer is touched or anything is allocated for it.
     """
-    if tensor is None:
-        return invalid_argument(pb_utils, f"the request has no {name} input")
-    try:
-        i420_frame_size(tuple(tensor.shape()), limits)
-    except FrameLayoutError as error:
-        return invalid_argument(pb_utils, f"{name}: {error}")
-    return None
+    return _rejected_shape(pb_utils, name, tensor, lambda shape: i420_frame_size(shape, limits))
 
 
 def rejected_network_input(pb_utils: Any, tensor: Any, limits: FrameLimits) -> Any | None:
@@ -162,13 +168,7 @@ def rejected_network_input(pb_utils: Any, tensor: Any, limits: FrameLimits) -> A
     Clients can call the ensembles' steps directly; this keeps them from
     bypassing the limits the pre-processor enforces.
     """
-    if tensor is None:
-        return invalid_argument(pb_utils, f"the request has no {NETWORK_INPUT_NAME} input")
-    try:
-        check_network_input_shape(tuple(tensor.shape()), limits)
-    except FrameLayoutError as error:
-        return invalid_argument(pb_utils, f"{NETWORK_INPUT_NAME}: {error}")
-    return None
+    return _rejected_shape(pb_utils, NETWORK_INPUT_NAME, tensor, lambda shape: check_network_input_shape(shape, limits))
 
 
 def network_condition(pb_utils: Any, request: Any) -> NDArray[np.float32]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from sritm_serving.triton_server import ServerPorts, TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +57,20 @@ def triton_server(model_repository: Path, tmp_path_factory: pytest.TempPathFacto
         yield server
     if os.environ.get("SRITM_SHOW_SERVER_LOG"):
         print(server.log_text())
+
+
+@pytest.fixture
+def launch(model_repository: Path, tmp_path: Path) -> Iterator[Callable[..., TritonServer]]:
+    """Starts servers of the test's own; at the end each is SIGKILLed (quick even with a dead stub) and cleaned up."""
+    started: list[TritonServer] = []
+
+    def start(ports: ServerPorts | None = None) -> TritonServer:
+        log_path = tmp_path / f"triton-{len(started)}.log"
+        server = TritonServer(model_repository, ports or ServerPorts.free(), log_path=log_path)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.kill()
+        server.stop()

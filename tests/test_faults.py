@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import av
@@ -31,7 +31,7 @@ from tritonclient.utils import InferenceServerException
 from sritm_client import AsyncSritmClient, HdrFrame, RetryPolicy, SdrFrame, ServerUnavailableError, SritmClient
 from sritm_client.cli import main as sritm
 from sritm_core.contract import INPUT_NAME, OUTPUT_NAME
-from sritm_serving.triton_server import SHM_DIR, ServerPorts, TritonServer
+from sritm_serving.triton_server import SHM_DIR, TritonServer
 
 from media import decoded_frame_count, ffprobe, needs_ffprobe, write_sdr
 from processes import read_until
@@ -40,23 +40,6 @@ pytestmark = pytest.mark.server
 
 RESTART_DELAY_S = 1.0
 PROGRESS = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
-
-
-@pytest.fixture
-def launch(model_repository: Path, tmp_path: Path) -> Iterator[Callable[..., TritonServer]]:
-    """Starts servers of the test's own; at the end each is SIGKILLed (quick even with a dead stub) and cleaned up."""
-    started: list[TritonServer] = []
-
-    def start(ports: ServerPorts | None = None) -> TritonServer:
-        log_path = tmp_path / f"triton-{len(started)}.log"
-        server = TritonServer(model_repository, ports or ServerPorts.free(), log_path=log_path)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.kill()
-        server.stop()
 
 
 def scene(index: int, height: int = 16, width: int = 32) -> SdrFrame:

@@ -8,14 +8,12 @@ import re
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sritm_client import AsyncSritmClient, RetryPolicy, SdrFrame, SritmClient
-from sritm_serving.triton_server import ServerPorts, TritonServer
+from sritm_serving.triton_server import TritonServer
 
 from media import write_sdr
 from processes import read_until
@@ -24,21 +22,6 @@ pytestmark = pytest.mark.server
 
 QUICK = RetryPolicy(attempts=3, initial_backoff_s=0.1, max_backoff_s=0.5, deadline_s=3.0)
 """A dead replica is given up after ~3 s, so the test does not wait out the default 30 s."""
-
-
-@pytest.fixture
-def launch(model_repository: Path, tmp_path: Path) -> Iterator[Callable[[], TritonServer]]:
-    started: list[TritonServer] = []
-
-    def start() -> TritonServer:
-        server = TritonServer(model_repository, ServerPorts.free(), log_path=tmp_path / f"triton-{len(started)}.log")
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.kill()
-        server.stop()
 
 
 def frame(index: int) -> SdrFrame:

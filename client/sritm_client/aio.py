@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -15,18 +15,13 @@ import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.utils import InferenceServerException
 
 from sritm_client.core import (
-    DEFAULT_READY_TIMEOUT_S,
-    DEFAULT_TIMEOUT_S,
-    DEFAULT_URL,
     INVALID_ARGUMENT,
     LIVENESS_PROBE_S,
     ClientOptions,
     ReadinessWait,
     Reconnection,
-    RetryPolicy,
     StreamBook,
     StreamBroken,
-    TlsOptions,
     check_contract,
     checked_frame,
     connection_arguments,
@@ -67,27 +62,6 @@ class AsyncSritmClient(ClientOptions):
     _client: Any = None
     _replicas: list[AsyncSritmClient] | None = None
 
-    def __init__(
-        self,
-        url: str | Sequence[str] = DEFAULT_URL,
-        scale: int = 4,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
-        use_shared_memory: bool = False,
-        tls: TlsOptions | None = None,
-        retry: RetryPolicy = RetryPolicy(),
-    ) -> None:
-        urls = [url] if isinstance(url, str) else list(url)
-        if not urls:
-            raise ValueError("give at least one server URL")
-        options: dict[str, Any] = {"timeout_s": timeout_s, "ready_timeout_s": ready_timeout_s,
-                                   "use_shared_memory": use_shared_memory, "tls": tls, "retry": retry}
-        super().__init__(",".join(urls), scale, **options)
-        # Several replicas: one single-URL client each, connected by connect() (sritm_client.replicas).
-        self._replica_urls = urls if len(urls) > 1 else []
-        self._options = options
-
     async def __aenter__(self) -> AsyncSritmClient:
         return await self.connect()
 
@@ -98,7 +72,7 @@ class AsyncSritmClient(ClientOptions):
 
     async def connect(self) -> AsyncSritmClient:
         """Waits for the server and the ensemble, and checks the contract. Idempotent."""
-        if self._replica_urls:
+        if len(self.urls) > 1:
             if self._replicas is None:
                 self._replicas = await self._connect_replicas()
             return self
@@ -119,14 +93,14 @@ class AsyncSritmClient(ClientOptions):
     async def _connect_replicas(self) -> list[AsyncSritmClient]:
         """A connected client per replica URL; the unreachable ones are left out, unless all of them are."""
         connected, failures = [], []
-        for url in self._replica_urls:
-            replica = AsyncSritmClient(url, self.scale, **self._options)
+        for url in self.urls:
+            replica = AsyncSritmClient(url, self.scale, **self.replica_options())
             try:
                 connected.append(await replica.connect())
             except ServerUnavailableError as error:
                 failures.append(str(error))
         if not connected:
-            raise ServerUnavailableError(f"none of {len(self._replica_urls)} replicas is reachable: "
+            raise ServerUnavailableError(f"none of {len(self.urls)} replicas is reachable: "
                                          f"{'; '.join(failures)}")
         return connected
 

@@ -90,18 +90,6 @@ class SritmClient(ClientOptions):
         tls: TlsOptions | None = None,
         retry: RetryPolicy = RetryPolicy(),
     ) -> None:
-        urls = [url] if isinstance(url, str) else list(url)
-        if not urls:
-            raise ValueError("give at least one server URL")
-        self._replicas: list[SritmClient] = []
-        if len(urls) > 1:
-            # Several replicas: one single-URL client each; a stream spreads over them (sritm_client.replicas).
-            options = {"timeout_s": timeout_s, "ready_timeout_s": ready_timeout_s,
-                       "use_shared_memory": use_shared_memory, "tls": tls, "retry": retry}
-            super().__init__(",".join(urls), scale, **options)  # type: ignore[arg-type]
-            self._replicas = self._connect_replicas(urls, scale, options)
-            return
-        url = urls[0]
         super().__init__(
             url,
             scale,
@@ -111,13 +99,18 @@ class SritmClient(ClientOptions):
             tls=tls,
             retry=retry,
         )
+        self._replicas: list[SritmClient] = []
+        if len(self.urls) > 1:
+            # Several replicas: one single-URL client each; a stream spreads over them (sritm_client.replicas).
+            self._replicas = self._connect_replicas()
+            return
         self._client = self._new_triton_client()
         try:
             self._wait_ready(self._client, ready_timeout_s)
             check_contract(self._client.get_model_metadata(self.model, client_timeout=self.timeout_s), self.model)
         except InferenceServerException as error:
             self._client.close()
-            raise translated(error, url) from None
+            raise translated(error, self.url) from None
         except BaseException:
             self._client.close()
             raise
@@ -130,17 +123,16 @@ class SritmClient(ClientOptions):
     ) -> None:
         self.close()
 
-    @staticmethod
-    def _connect_replicas(urls: list[str], scale: int, options: dict[str, Any]) -> list[SritmClient]:
+    def _connect_replicas(self) -> list[SritmClient]:
         """A client per URL; replicas that cannot be reached now are left out, unless all of them are."""
         connected, failures = [], []
-        for url in urls:
+        for url in self.urls:
             try:
-                connected.append(SritmClient(url, scale, **options))
+                connected.append(SritmClient(url, self.scale, **self.replica_options()))
             except ServerUnavailableError as error:
                 failures.append(str(error))
         if not connected:
-            raise ServerUnavailableError(f"none of {len(urls)} replicas is reachable: {'; '.join(failures)}")
+            raise ServerUnavailableError(f"none of {len(self.urls)} replicas is reachable: {'; '.join(failures)}")
         return connected
 
     def close(self) -> None:

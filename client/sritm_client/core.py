@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -401,7 +401,7 @@ class ClientOptions:
     """The options of :class:`SritmClient` and :class:`AsyncSritmClient`, and the decisions they take without I/O.
 
     Args:
-        url: the server's gRPC address, ``host:port``.
+        url: the server's gRPC address, ``host:port``, or a list of replicas' addresses.
         scale: 2 or 4; the client calls the ensemble ``sritm_x{scale}``.
         timeout_s: the deadline of each call (and of each answer in a stream).
         ready_timeout_s: how long connecting waits for the server and the ensemble to be ready.
@@ -412,7 +412,7 @@ class ClientOptions:
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | Sequence[str] = DEFAULT_URL,
         scale: int = 4,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -421,7 +421,10 @@ class ClientOptions:
         tls: TlsOptions | None = None,
         retry: RetryPolicy = RetryPolicy(),
     ) -> None:
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("give at least one server URL")
+        self.url = ",".join(self.urls)
         self.scale = scale
         self.model = ensemble_name(scale)
         self.timeout_s = timeout_s
@@ -431,6 +434,11 @@ class ClientOptions:
         self.retry = retry
         self._slots = SlotPool(1) if use_shared_memory else None
         self._registrations_stale = False
+
+    def replica_options(self) -> dict[str, Any]:
+        """The keyword options a single-URL client for one of :attr:`urls` is made with (the same as this one's)."""
+        return {"timeout_s": self.timeout_s, "ready_timeout_s": self.ready_timeout_s,
+                "use_shared_memory": self.use_shared_memory, "tls": self.tls, "retry": self.retry}
 
     def _recoverable(self, error: InferenceServerException) -> bool:
         """Retried without asking the server first: UNAVAILABLE, a dead stub, or a region the server forgot."""
