@@ -20,9 +20,9 @@ W, H, N, FPS = 64, 48, 10, 10
 
 
 def sdr_rgb(i: int, w: int = W, h: int = H) -> np.ndarray:
-    """Frame i of a small test pattern: a red level that rises, a green bar that grows."""
+    """Frame i of a small test pattern: a red level that rises (and wraps), a green bar that grows."""
     rgb = np.zeros((h, w, 3), np.uint8)
-    rgb[..., 0] = 20 * i
+    rgb[..., 0] = 20 * i % 256  # wraps on long clips, so frames stay distinct
     rgb[:, : 5 * i + 5, 1] = 200
     return rgb
 

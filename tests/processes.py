@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import subprocess
 import time
@@ -33,3 +34,18 @@ def read_until(process: subprocess.Popen[str], done: Callable[[str], bool], what
             raise AssertionError(f"the process ended before {what}; it wrote: {seen[-800:]}")
         seen += chunk
     return seen
+
+
+def progress_counts(text: str, total: int) -> list[int]:
+    """Every ``done`` a tqdm bar over ``total`` items drew in ``text``, in order."""
+    return [int(done) for done in re.findall(rf"(\d+)/{total}\b", text)]
+
+
+def read_until_progress(process: subprocess.Popen[str], total: int, at_least: int, timeout_s: float = 180.0) -> str:
+    """Reads stderr until the process's tqdm bar shows ``at_least`` of ``total`` done; returns what was read.
+
+    tqdm redraws at most every 0.1 s, so a fast process may skip the very count
+    waited for: this waits for any count at or past it.
+    """
+    return read_until(process, lambda text: max(progress_counts(text, total), default=-1) >= at_least,
+                      f"progress at {at_least} of {total}", timeout_s)

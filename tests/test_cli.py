@@ -20,7 +20,7 @@ from sritm_client.video import content_light_level
 from sritm_serving.triton_server import ServerPorts
 
 from media import decoded_frame_count, ffprobe, needs_ffprobe, side_data, write_sdr
-from processes import read_until
+from processes import read_until_progress
 
 pytestmark = pytest.mark.server
 
@@ -183,7 +183,7 @@ def test_ctrl_c_leaves_a_playable_file(triton_server, tmp_path):
         # A job started in the background inherits SIGINT ignored; the CLI must see it as a terminal user's Ctrl-C.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    seen = read_until(process, lambda text: "| 3/30" in text, "progress at 3 of 30 frames")
+    seen = read_until_progress(process, 30, 3)
     process.send_signal(signal.SIGINT)
     remaining = process.stderr.read()
     assert process.wait(timeout=60) == 130, seen + remaining

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -34,12 +33,11 @@ from sritm_core.contract import INPUT_NAME, OUTPUT_NAME
 from sritm_serving.triton_server import SHM_DIR, TritonServer
 
 from media import decoded_frame_count, ffprobe, needs_ffprobe, write_sdr
-from processes import read_until
+from processes import progress_counts, read_until_progress
 
 pytestmark = pytest.mark.server
 
 RESTART_DELAY_S = 1.0
-PROGRESS = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
 
 
 def scene(index: int, height: int = 16, width: int = 32) -> SdrFrame:
@@ -213,14 +211,9 @@ def test_cli_convert_survives_sigkill_and_restart_with_an_identical_file(launch,
     assert decoded_frame_count(interrupted) == 24
 
 
-def wait_for_progress(process: subprocess.Popen[str], at_least: int) -> int:
-    """Reads the CLI's progress bar until it shows ``at_least`` frames done; returns the count shown."""
-    def reached(text: str) -> bool:
-        counts = [int(done) for done, _ in PROGRESS.findall(text[-400:])]
-        return bool(counts) and counts[-1] >= at_least
-
-    seen = read_until(process, reached, f"progress at {at_least} frames")
-    return int(PROGRESS.findall(seen[-400:])[-1][0])
+def wait_for_progress(process: subprocess.Popen[str], at_least: int, total: int = 24) -> int:
+    """Reads the CLI's progress bar until it shows ``at_least`` of ``total`` frames done; returns the count shown."""
+    return progress_counts(read_until_progress(process, total, at_least), total)[-1]
 
 
 # --------------------------------------------------------------------------

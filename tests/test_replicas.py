@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import urllib.request
@@ -16,7 +15,7 @@ from sritm_client import AsyncSritmClient, RetryPolicy, SdrFrame, SritmClient
 from sritm_serving.triton_server import TritonServer
 
 from media import write_sdr
-from processes import read_until
+from processes import read_until_progress
 
 pytestmark = pytest.mark.server
 
@@ -97,8 +96,7 @@ def test_cli_with_two_urls_writes_the_single_server_bytes_after_a_sigkill(launch
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        read_until(process, lambda text: any(int(done) >= 5 for done in re.findall(r"\|\s*(\d+)/20", text)),
-                   "progress at 5 of 20 frames")
+        read_until_progress(process, 20, 5)
         first.kill()
         out, err = process.communicate(timeout=300)
     finally:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ from gpgmnet import train  # noqa: E402
 from gpgmnet.arch import GPGMNet  # noqa: E402
 from gpgmnet.checkpoint import load_network, read_checkpoint, save_checkpoint  # noqa: E402
 
-from processes import read_until  # noqa: E402
+from processes import read_until_progress  # noqa: E402
 
 
 def write_scene(path: Path, seed: int) -> None:
@@ -193,11 +197,6 @@ def test_sigterm_saves_a_resumable_checkpoint(scenes: Path, tmp_path: Path, whol
     Also when the whole process group gets it, data-loading workers included, as
     a scheduler (or Kubernetes) sends it: the workers must not die first.
     """
-    import os
-    import signal
-    import subprocess
-    import sys
-
     out = tmp_path / "run" / "ck.pt"
     # fp32: bf16 autocast was seen to spend minutes creating oneDNN primitives on a loaded machine.
     args = tiny_args(scenes, tmp_path / "cache", out, "--iterations", "100000", "--checkpoint-every", "100000",
@@ -208,7 +207,17 @@ def test_sigterm_saves_a_resumable_checkpoint(scenes: Path, tmp_path: Path, whol
         [sys.executable, "-m", "gpgmnet.train", *args], stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=whole_group,
     )
-    seen = read_until(process, lambda text: "3/100000" in text, "training progress at step 3")
+    try:
+        _stop_with_sigterm(process, whole_group)
+    finally:
+        if process.poll() is None:  # a failed assertion must not leave a 100,000-step run behind
+            os.killpg(process.pid, signal.SIGKILL) if whole_group else process.kill()
+            process.wait()
+    assert read_checkpoint(out)["step"] >= 3
+
+
+def _stop_with_sigterm(process: subprocess.Popen[str], whole_group: bool) -> None:
+    seen = read_until_progress(process, 100000, 3)
     if whole_group:
         os.killpg(process.pid, signal.SIGTERM)
     else:
@@ -216,7 +225,6 @@ def test_sigterm_saves_a_resumable_checkpoint(scenes: Path, tmp_path: Path, whol
     remaining = process.stderr.read()
     assert process.wait(timeout=60) == 130, seen + remaining
     assert "continue with --resume" in remaining
-    assert read_checkpoint(out)["step"] >= 3
 
 
 # --------------------------------------------------------------------------
