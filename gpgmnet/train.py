@@ -723,6 +723,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         0; 2 on a bad setting, data or checkpoint (one ``error:`` line); 130 on Ctrl-C/SIGTERM.
     """
     args = build_parser().parse_args(argv)
+    # The handlers are the process's again afterwards: torch's DataLoader leaves a Python SIGCHLD handler
+    # behind for good, and a process that goes on (a notebook, the test suite) would then run it at every
+    # later child's exit. The suite's process was seen to die of SIGSEGV (si_code SI_KERNEL, at an arbitrary
+    # instruction) on such a delivery, after bf16 training on an AMX Xeon.
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGCHLD)}
     signal.signal(signal.SIGTERM, _request_stop)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
@@ -732,6 +737,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, data.DataError, TrainError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -36,14 +36,17 @@ def write_sdr(
     h: int = H,
     audio: str | None = None,
     audio_seconds: float = 1.0,
+    keyframe_every: int | None = None,
 ) -> list[np.ndarray]:
-    """Write an n-frame clip with PyAV; returns the RGB frames."""
+    """Write an n-frame clip with PyAV (x264: B-frames, a keyframe every ``keyframe_every``); returns the RGB frames."""
     frames = [sdr_rgb(i, w, h) for i in range(n)]
     with av.open(str(path), "w") as c:
         vs = c.add_stream(codec, rate=FPS)
         vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
         if codec == "libx264":
             vs.options = {"crf": "10", "preset": "ultrafast"}
+            if keyframe_every:
+                vs.options = {**vs.options, "g": str(keyframe_every), "keyint_min": str(keyframe_every), "bf": "2"}
         aus = c.add_stream(audio, rate=48000, layout="mono") if audio else None
         if aus is not None and audio == "tta":
             aus.codec_context.format = "s16"

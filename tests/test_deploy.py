@@ -90,6 +90,46 @@ def test_the_objects_point_at_each_other(overlay):
 
 
 # --------------------------------------------------------------------------
+# The film Jobs (deploy/k8s/jobs/); their scripts run for real in tests/test_segments.py.
+
+
+def render_jobs() -> list[dict[str, Any]]:
+    if KUBECTL is None:
+        pytest.skip("kubectl (with kustomize) is not on this machine")
+    jobs = ROOT / "deploy" / "k8s" / "jobs"
+    rendered = subprocess.run([KUBECTL, "kustomize", str(jobs)], capture_output=True, text=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    objects = [document for document in yaml.safe_load_all(rendered.stdout) if document]
+    return [*objects, yaml.safe_load((jobs / "concat-job.yaml").read_text())]  # applied once the parts are done
+
+
+def test_the_film_jobs_validate_and_agree_with_their_configmap():
+    import kubernetes_validate
+
+    objects = render_jobs()
+    for document in objects:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    film = next(o for o in objects if o["kind"] == "ConfigMap")
+    claim = next(o for o in objects if o["kind"] == "PersistentVolumeClaim")
+    jobs = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Job"}
+    parts, concat = jobs["sritm-convert-parts"], jobs["sritm-concat"]
+    assert parts["spec"]["completionMode"] == "Indexed"
+    assert parts["spec"]["completions"] == int(film["data"]["PARTS"])
+    assert parts["spec"]["backoffLimitPerIndex"] >= 1  # a failed part is retried alone
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every part's pod mounts it at once
+    for job in (parts, concat):
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["envFrom"] == [{"configMapRef": {"name": film["metadata"]["name"]}}]
+        assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+        assert container["image"].startswith("sritm-client:")
+    script = parts["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert "JOB_COMPLETION_INDEX" in script and '--segment "$part/$PARTS"' in script
+    assert "sritm concat" in concat["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert film["data"]["SRITM_URL"].split(":")[0] == "sritm-triton"  # the serving overlays' Service
+
+
+# --------------------------------------------------------------------------
 # The liveness command against real servers.
 
 

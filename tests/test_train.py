@@ -190,6 +190,14 @@ def test_shipped_configs_hold_the_papers_settings(scale: int) -> None:
     assert config["batch_size"] == 32 and config["iterations"] == 290_000 and config["hr_patch"] == 160
 
 
+def test_training_in_process_leaves_the_signal_handlers_as_it_found_them(scenes: Path, tmp_path: Path) -> None:
+    """The DataLoader of torch installs a SIGCHLD handler for good; ``main`` puts the process's own back."""
+    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGCHLD)}
+    args = tiny_args(scenes, tmp_path / "cache", tmp_path / "ck.pt", "--iterations", "1", "--workers", "1")
+    assert train.main(args) == 0
+    assert {number: signal.getsignal(number) for number in before} == before
+
+
 @pytest.mark.parametrize("whole_group", [False, True], ids=["trainer", "process-group"])
 def test_sigterm_saves_a_resumable_checkpoint(scenes: Path, tmp_path: Path, whole_group: bool) -> None:
     """`kill` (SIGTERM) stops a run like Ctrl-C: it saves where it is and exits 130.

@@ -52,13 +52,44 @@ def _convert_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     parser.add_argument("--tls-ca", type=Path, help="PEM root certificate(s) to verify the server (enables TLS)")
     parser.add_argument("--tls-cert", type=Path, help="PEM client certificate chain, for mutual TLS")
     parser.add_argument("--tls-key", type=Path, help="PEM client private key, for mutual TLS")
+    parser.add_argument("--segment", metavar="I/N",
+                        help="convert only the I-th of N equal, frame-exact parts of a video, to a part file "
+                        "(no audio) with a PART.sritm.json manifest; join the parts with sritm concat")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _concat_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "concat",
+        help="join the parts of a --segment conversion without re-encoding",
+        description="Join the parts made by sritm convert --segment I/N, given in order 1..N, into one file "
+        "without re-encoding: HEVC parts into .mkv/.mp4 with the whole film's MaxCLL/MaxFALL and the source's "
+        "audio, raw parts into .yuv. Missing, repeated, misordered or unfinished parts are an error.",
+    )
+    parser.add_argument("output", type=Path)
+    parser.add_argument("parts", type=Path, nargs="+")
+    audio = parser.add_mutually_exclusive_group()
+    audio.add_argument("--audio", type=Path, metavar="PATH",
+                       help="take the audio from PATH (default: the source the parts name)")
+    audio.add_argument("--no-audio", action="store_true", help="write no audio")
+
+
+def _run_concat(args: argparse.Namespace) -> int:
+    from sritm_client.segments import concat_parts  # PyAV loads only here
+
+    frames = concat_parts(args.output, args.parts, audio_source=False if args.no_audio else (args.audio or True))
+    print(f"wrote {args.output}: {frames} frame(s) from {len(args.parts)} part(s)")
+    return EXIT_OK
 
 
 def _run_convert(args: argparse.Namespace) -> int:
     from sritm_client.convert import check_paths, convert_file  # PyAV loads only for conversions
+    from sritm_client.segments import Segment, manifest_path
 
     check_paths(args.input, args.output)  # a bad path fails at once, before any connection
+    segment = Segment.parse(args.segment) if args.segment else None
+    if segment is not None:
+        manifest_path(args.output).unlink(missing_ok=True)  # unfinished until this run succeeds, whatever fails
     rendering = Rendering(args.convention, args.peak_nits)
     if args.window < 1:
         raise SritmError(f"--window must be at least 1, not {args.window}")
@@ -77,7 +108,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     ) as client:
         result = convert_file(
             client, args.input, args.output, window=args.window, progress=progress, crf=args.crf, preset=args.preset,
-            rendering=rendering,
+            rendering=rendering, segment=segment,
         )
     (in_h, in_w), (out_h, out_w) = result.input_size, result.output_size
     if result.interrupted:
@@ -134,14 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sritm: error: {error}", file=sys.stderr)
             return EXIT_FAILED
     parser = argparse.ArgumentParser(prog="sritm", description="SDR to HDR10 with GPGMNet on Triton.")
-    subparsers = parser.add_subparsers(dest="command", metavar="{convert,probe,train,evaluate}", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="{convert,concat,probe,train,evaluate}",
+                                       required=True)
     _convert_parser(subparsers)
+    _concat_parser(subparsers)
     _probe_parser(subparsers)
     subparsers.add_parser("train", help="train GPGMNet (sritm train --help)", add_help=False)
     subparsers.add_parser("evaluate", help="evaluate a checkpoint against the classical baseline", add_help=False)
     args = parser.parse_args(argv)
     try:
-        return _run_probe(args) if args.command == "probe" else _run_convert(args)
+        run = {"probe": _run_probe, "concat": _run_concat, "convert": _run_convert}[args.command]
+        return run(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -22,7 +22,9 @@ from numpy.typing import NDArray
 from sritm_client.client import SritmClient
 from sritm_client.errors import SritmError
 from sritm_client.frames import HdrFrame, SdrFrame
+from sritm_client.segments import PartManifest, Segment, manifest_path, source_frame_count
 from sritm_client.video import (
+    ContentLightLevel,
     Hdr10VideoWriter,
     VideoError,
     VideoInfo,
@@ -136,12 +138,15 @@ def convert_image(
 
 def convert_video(
     client: SritmClient, source: Path, output: Path, *, window: int, progress: ProgressFactory | None = None,
-    crf: float = 18.0, preset: str = "medium", rendering: Rendering = Rendering(),
+    crf: float = 18.0, preset: str = "medium", rendering: Rendering = Rendering(), segment: Segment | None = None,
 ) -> ConversionResult:
     """Converts an SDR video to HEVC Main10 with HDR10 metadata over one stream, copying its audio.
 
     A ``.yuv`` output is raw ``yuv420p10le`` instead (no container, metadata or audio): byte for byte what
     the server answered, for comparisons.
+
+    With ``segment``, only that part of the video's frames is converted, to a part file without audio that
+    gets its manifest once complete (see :mod:`sritm_client.segments`; ``sritm concat`` joins the parts).
 
     Ctrl-C ends the conversion early with a file of the frames converted so far
     (the result's ``interrupted`` is set).
@@ -150,7 +155,12 @@ def convert_video(
         ConversionError: the video has no decodable frame, or fewer than its headers announce.
     """
     info = probe_video(source)
-    frames = read_sdr_frames(source)  # raises for >8-bit input before anything is written
+    part: range | None = None
+    if segment is not None:
+        manifest_path(output).unlink(missing_ok=True)  # the part is unfinished until its manifest is back
+        total = source_frame_count(source)
+        part = segment.frames(total)
+    frames = read_sdr_frames(source, part)  # raises for >8-bit input before anything is written
     scale = client.scale
     out_height, out_width = scale * info.height, scale * info.width
 
@@ -158,14 +168,16 @@ def convert_video(
         for decoded in frames:
             yield SdrFrame.from_planes(*pad_planes_to_even(decoded.y, decoded.u, decoded.v), pts=decoded.pts)
 
-    expected = expected_frame_count(source, info)
-    bar = progress(total=expected, unit="frame", desc=source.name) if progress else None
+    expected = expected_frame_count(source, info) if part is None else len(part)
+    bar = progress(total=expected, unit="frame", desc=source.name + (f" part {segment}" if segment else "")) \
+        if progress else None
     written = 0
     interrupted = False
     try:
         writer_context: Hdr10VideoWriter | RawYuvWriter = (
             RawYuvWriter(output, out_width, out_height) if output.suffix.lower() == ".yuv" else Hdr10VideoWriter(
-                output, out_width, out_height, info.frame_rate, audio_source=source if info.has_audio else None,
+                output, out_width, out_height, info.frame_rate,
+                audio_source=source if info.has_audio and segment is None else None,
                 crf=crf, preset=preset, mastering_display=mastering_display_for(rendering.peak_nits),
             )
         )
@@ -195,6 +207,17 @@ def convert_video(
             f"{source}: only {written} of its {expected} frames could be decoded (truncated or corrupt file?); "
             f"{output} keeps the {written} frame(s) converted"
         )
+    if segment is not None and part is not None and not interrupted:
+        if written != len(part):
+            raise ConversionError(f"{source}: part {segment} should hold {len(part)} frames, {written} were decoded")
+        cll = writer.content_light_level if isinstance(writer, Hdr10VideoWriter) else ContentLightLevel(0, 0)
+        PartManifest(
+            segment=segment.index, segments=segment.count, source=str(source.resolve()), source_frames=total,
+            first_frame=part.start, frames=written, width=out_width, height=out_height,
+            frame_rate=str(info.frame_rate), scale=scale, convention=rendering.convention,
+            peak_nits=rendering.peak_nits, encoding="yuv420p10le" if isinstance(writer, RawYuvWriter) else "hevc",
+            max_cll=cll.max_cll, max_fall=cll.max_fall,
+        ).write_beside(output)
     return ConversionResult(output, written, (info.height, info.width), (out_height, out_width), interrupted)
 
 
@@ -246,7 +269,7 @@ def check_paths(source: Path, output: Path) -> str:
 
 def convert_file(
     client: SritmClient, source: Path, output: Path, *, window: int = 8, progress: ProgressFactory | None = None,
-    crf: float = 18.0, preset: str = "medium", rendering: Rendering = Rendering(),
+    crf: float = 18.0, preset: str = "medium", rendering: Rendering = Rendering(), segment: Segment | None = None,
 ) -> ConversionResult:
     """Converts ``source``, an SDR image or video, to the HDR10 file ``output`` on ``client``'s server.
 
@@ -259,15 +282,18 @@ def convert_file(
         crf: the x265 quality of a video output (lower is better).
         preset: the x265 preset of a video output.
         rendering: the SDR convention and the target display's peak, for every frame.
+        segment: convert only this part of a video, to a part file for ``sritm concat``.
 
     Raises:
         ConversionError: a path, image or video that cannot be converted.
     """
     kind = check_paths(source, output)
     if kind == "image":
+        if segment is not None:
+            raise ConversionError("--segment cuts videos; an image is one frame")
         return convert_image(client, source, output, rendering)
     try:
         return convert_video(client, source, output, window=window, progress=progress, crf=crf, preset=preset,
-                             rendering=rendering)
+                             rendering=rendering, segment=segment)
     except VideoError as error:
         raise ConversionError(str(error)) from None

@@ -29,6 +29,7 @@ from sritm_core.contract import NETWORK_PEAK_NITS
 _HEVC_MAX_10BIT: Final = 1023
 _SEI_PREFIX_NAL: Final = 39
 _SEI_CONTENT_LIGHT_LEVEL: Final = 144
+_VISUAL_SAMPLE_ENTRY_SIZE: Final = 8 + 78  # box header + ISO/IEC 14496-12 VisualSampleEntry fields; then child boxes
 
 
 # --------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def _top_level_boxes(f: Any, file_size: int) -> list[tuple[bytes, int, int]]:
 
 
 def insert_hdr_boxes(path: Path, display: MasteringDisplay, cll: ContentLightLevel) -> None:
-    """Add ``mdcv`` + ``clli`` boxes to the HEVC sample entry of an MP4 whose moov follows mdat.
+    """Add ``mdcv`` + ``clli`` boxes to the HEVC sample entry of an MP4 whose moov follows mdat, replacing any.
 
     Only the moov box and what follows it are rewritten (moov is read into
     memory; mdat is not touched): the sample entry and its ancestors grow by
@@ -377,9 +378,16 @@ def insert_hdr_boxes(path: Path, display: MasteringDisplay, cll: ContentLightLev
         if any(hdr != 8 for _, hdr in chain):
             raise VideoError(f"{path}: 64-bit box sizes around the sample entry are not supported")
         entry = chain[-1][0]
-        insert_at = entry + struct.unpack_from(">I", buf, entry)[0]
+        entry_end = entry + struct.unpack_from(">I", buf, entry)[0]
+        # A stream copied from an HDR10 file already has the boxes (of that file): drop them, last first.
+        stale = [(pos, size) for typ, pos, _, size in _mp4_boxes(buf, entry + _VISUAL_SAMPLE_ENTRY_SIZE, entry_end)
+                 if typ in (b"mdcv", b"clli")]
+        for pos, size in reversed(stale):
+            del buf[pos : pos + size]
+        growth = len(extra) - sum(size for _, size in stale)
+        insert_at = entry_end - sum(size for _, size in stale)
         for pos, _ in chain:
-            struct.pack_into(">I", buf, pos, struct.unpack_from(">I", buf, pos)[0] + len(extra))
+            struct.pack_into(">I", buf, pos, struct.unpack_from(">I", buf, pos)[0] + growth)
         buf[insert_at:insert_at] = extra
         f.seek(moov_pos)
         f.write(buf)

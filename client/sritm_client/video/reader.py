@@ -10,8 +10,10 @@ included: nothing is padded here (the CLI pads).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -210,7 +212,35 @@ def _to_yuv420p(frame: VideoFrame) -> VideoFrame:
     return frame.reformat(**kwargs)
 
 
-def read_sdr_frames(path: PathLike) -> Iterator[SdrVideoFrame]:
+def presentation_timestamps(path: PathLike) -> list[int] | None:
+    """Every video frame's timestamp in presentation order, by demuxing only (nothing is decoded).
+
+    This is the exact frame count of files whose headers do not record one
+    (Matroska) and the map from frame number to timestamp that a frame-exact
+    seek needs. None when some packet has no timestamp (raw streams, some AVI).
+
+    Raises:
+        VideoError: the file cannot be read (see :func:`probe_video`) or its demuxing fails.
+    """
+    with open_input(path) as container:
+        stream = _video_stream(container, path)
+        timestamps: list[int] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.pts is None:
+                    return None
+                timestamps.append(packet.pts)
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{path}: reading failed after {len(timestamps)} packets ({ffmpeg_reason(e)})") from e
+    return sorted(timestamps)
+
+
+Frames = Generator[SdrVideoFrame, None, None]  # closing one closes its file
+
+
+def read_sdr_frames(path: PathLike, frames: range | None = None) -> Frames:
     """Decode the first video stream of an 8-bit SDR file to yuv420p planes.
 
     The file is opened and checked when this is called (not on the first
@@ -220,12 +250,21 @@ def read_sdr_frames(path: PathLike) -> Iterator[SdrVideoFrame]:
     yields the frames that can still be decoded, as players do; compare with
     :attr:`VideoInfo.frame_count` when the container records it.
 
+    Args:
+        path: the video.
+        frames: only these frames (numbered from 0 in presentation order, step 1): decoding starts at the
+            keyframe before the first of them, and the frames before it are dropped, so the frames yielded
+            are exactly those a whole-file read yields at these positions, with the same indices.
+
     Raises:
         VideoError: the file cannot be read (see :func:`probe_video`), its video
             has more than 8 bits per component ("10-bit input is not
             supported: ..."), or decoding fails part-way (raised from the
             iterator).
     """
+    if frames is not None and (frames.step != 1 or frames.start < 0):
+        raise ValueError(f"frames must be a range from 0 upwards in steps of 1, not {frames}")
+    timestamps = presentation_timestamps(path) if frames is not None and frames.start > 0 else None
     container = open_input(path)
     try:
         stream = _video_stream(container, path)
@@ -238,12 +277,57 @@ def read_sdr_frames(path: PathLike) -> Iterator[SdrVideoFrame]:
     except BaseException:
         container.close()
         raise
-    return _iter_frames(container, stream, info, path)
+    every = _iter_frames(container, stream, info, path)
+    if frames is None:
+        return every
+    if timestamps is None or frames.start >= len(timestamps):
+        return _frames_by_count(every, frames)
+    return _frames_from_seek(container, stream, every, timestamps, frames, path)
+
+
+def _frames_by_count(every: Frames, frames: range) -> Frames:
+    with contextlib.closing(every):
+        for frame in every:
+            if frame.index >= frames.stop:
+                return
+            if frame.index >= frames.start:
+                yield frame
+
+
+def _frames_from_seek(
+    container: InputContainer, stream: VideoStream, every: Frames, timestamps: list[int], frames: range,
+    path: PathLike,
+) -> Frames:
+    """``frames`` decoded from the keyframe before the first, numbered by their timestamps' positions."""
+    first = timestamps[frames.start]
+    after = timestamps[frames.stop] if frames.stop < len(timestamps) else None
+    position = {pts: index for index, pts in enumerate(timestamps)}
+    try:
+        container.seek(first, backward=True, any_frame=False, stream=stream)
+    except av.error.FFmpegError as e:
+        every.close()
+        raise VideoError(f"{path}: cannot seek to frame {frames.start} ({ffmpeg_reason(e)})") from e
+    started = False
+    with contextlib.closing(every):
+        for frame in every:
+            if frame.pts < first:
+                continue
+            if not started and frame.pts != first:
+                break  # the demuxer seeked past the first frame (imprecise index): decode from the start instead
+            started = True
+            if after is not None and frame.pts >= after:
+                return
+            index = position.get(frame.pts)
+            if index is None:
+                raise VideoError(f"{path}: decoded a frame at timestamp {frame.pts} that no packet announced")
+            yield dataclasses.replace(frame, index=index)
+    if not started:
+        yield from _frames_by_count(read_sdr_frames(path), frames)
 
 
 def _iter_frames(
     container: InputContainer, stream: VideoStream, info: VideoInfo, path: PathLike
-) -> Iterator[SdrVideoFrame]:
+) -> Frames:
     time_base = stream.time_base or Fraction(1, 1) / info.frame_rate
     step = max(1, round(1 / (info.frame_rate * time_base)))
     stream.thread_type = "AUTO"

@@ -328,48 +328,59 @@ class Hdr10VideoWriter:
                 self._encoded.unlink(missing_ok=True)
 
     def _remux(self, cll: ContentLightLevel) -> None:
-        """Encoded temporary MP4 (+ source audio) -> self._partial, patching the CLL SEI."""
-        options = {"movflags": "+faststart"} if self._format == "mp4" else {}
-        with av.open(str(self._encoded), mode="r") as src, av.open(
-            str(self._partial), mode="w", format=_muxer(self._format), options=options
-        ) as out:
-            ivideo = src.streams.video[0]
-            # The template carries codecpar, including the mdcv/clli side data that
-            # the MP4 demuxer read from the boxes added by insert_hdr_boxes.
-            ovideo = out.add_stream_from_template(ivideo)
-            extradata = ivideo.codec_context.extradata or b""
-            length_size = (extradata[21] & 3) + 1 if len(extradata) > 22 else 4
-            if extradata:
-                ovideo.codec_context.extradata = patch_hvcc(extradata, cll)
-            if self._format == "mp4":
-                ovideo.codec_tag = "hvc1"  # what Apple players require for HEVC
+        remux_hdr10(self._encoded, self._partial, cll, self.audio_source, Fraction(self._frames) / self.frame_rate)
 
-            def video_packets() -> Iterator[tuple[Fraction, AnyPacket]]:
-                for packet in src.demux(ivideo):
-                    if packet.size == 0:
-                        continue
-                    patched = patch_length_prefixed(memoryview(packet), length_size, cll)
-                    out_packet: AnyPacket = packet
-                    if patched is not None:
-                        out_packet = av.Packet(patched)
-                        out_packet.pts, out_packet.dts = packet.pts, packet.dts
-                        out_packet.duration, out_packet.time_base = packet.duration, packet.time_base
-                        out_packet.is_keyframe = packet.is_keyframe
-                    out_packet.stream = ovideo
-                    yield _packet_time(out_packet), out_packet
 
-            with ExitStack() as stack:
-                streams: list[Iterator[tuple[Fraction, AnyPacket]]] = [video_packets()]
-                if self.audio_source is not None:
-                    audio_in = stack.enter_context(open_input(self.audio_source))
-                    iaudio = _first_audio_stream(audio_in)
-                    if iaudio is not None:
-                        oaudio = out.add_stream_from_template(iaudio)
-                        video_end = Fraction(self._frames) / self.frame_rate
-                        streams.append(_audio_packets(audio_in, iaudio, oaudio, video_end))
-                # Interleave by decode time, as a muxer expects.
-                for _, packet in heapq.merge(*streams, key=lambda item: item[0]):
-                    out.mux(packet)
+def remux_hdr10(
+    encoded: Path, output: Path, cll: ContentLightLevel, audio_source: Path | None, video_end: Fraction
+) -> None:
+    """An MP4 of HEVC with ``mdcv``/``clli`` boxes (+ ``audio_source``'s audio) -> ``output`` (``.mkv``/``.mp4``).
+
+    The content-light-level SEI messages (in ``hvcC`` and at every keyframe)
+    are rewritten with ``cll``; the source's first audio stream is copied up
+    to ``video_end`` seconds, in sync. Nothing is decoded or encoded.
+    """
+    fmt = output.suffix.lower().lstrip(".")
+    options = {"movflags": "+faststart"} if fmt == "mp4" else {}
+    with av.open(str(encoded), mode="r") as src, av.open(
+        str(output), mode="w", format=_muxer(fmt), options=options
+    ) as out:
+        ivideo = src.streams.video[0]
+        # The template carries codecpar, including the mdcv/clli side data that
+        # the MP4 demuxer read from the boxes added by insert_hdr_boxes.
+        ovideo = out.add_stream_from_template(ivideo)
+        extradata = ivideo.codec_context.extradata or b""
+        length_size = (extradata[21] & 3) + 1 if len(extradata) > 22 else 4
+        if extradata:
+            ovideo.codec_context.extradata = patch_hvcc(extradata, cll)
+        if fmt == "mp4":
+            ovideo.codec_tag = "hvc1"  # what Apple players require for HEVC
+
+        def video_packets() -> Iterator[tuple[Fraction, AnyPacket]]:
+            for packet in src.demux(ivideo):
+                if packet.size == 0:
+                    continue
+                patched = patch_length_prefixed(memoryview(packet), length_size, cll)
+                out_packet: AnyPacket = packet
+                if patched is not None:
+                    out_packet = av.Packet(patched)
+                    out_packet.pts, out_packet.dts = packet.pts, packet.dts
+                    out_packet.duration, out_packet.time_base = packet.duration, packet.time_base
+                    out_packet.is_keyframe = packet.is_keyframe
+                out_packet.stream = ovideo
+                yield _packet_time(out_packet), out_packet
+
+        with ExitStack() as stack:
+            streams: list[Iterator[tuple[Fraction, AnyPacket]]] = [video_packets()]
+            if audio_source is not None:
+                audio_in = stack.enter_context(open_input(audio_source))
+                iaudio = _first_audio_stream(audio_in)
+                if iaudio is not None:
+                    oaudio = out.add_stream_from_template(iaudio)
+                    streams.append(_audio_packets(audio_in, iaudio, oaudio, video_end))
+            # Interleave by decode time, as a muxer expects.
+            for _, packet in heapq.merge(*streams, key=lambda item: item[0]):
+                out.mux(packet)
 
 
 def _packet_time(packet: AnyPacket) -> Fraction:
