@@ -3,6 +3,7 @@
 # model_repository/, stops it at the end, and writes under loadtest/reports/.
 #
 #   make loadtest                      Locust, headless: fails on any failed request or p95 > LOCUST_P95_MS
+#                [LOCUST_REPLICAS=2]   against several servers: figures per replica (its own counters) and in total
 #   make soak [SOAK_SECONDS=600]       Locust for SOAK_SECONDS; fails on a failed request or RSS growth >= 10 %
 #   make capacity                      throughput and p50/p95 vs concurrency, ensemble vs network alone
 #   make bench                         served vs raw ONNX Runtime, ORT vs PyTorch, OpenVINO vs ORT, server memory
@@ -23,6 +24,7 @@ LOCUST_TAGS ?=
 LOCUST_USER_CLASSES ?=
 LOCUST_STREAM_FRAMES ?= 8
 LOCUST_STREAM_WINDOW ?= 4
+LOCUST_REPLICAS ?= 1
 
 SOAK_SECONDS ?= 600
 SOAK_USERS ?= $(LOCUST_USERS)
@@ -38,7 +40,7 @@ BENCH_ROUNDS ?= 3
 
 LOCUST_ARGS = --repository model_repository --reports-dir $(LOADTEST_REPORTS) --scale $(LOADTEST_SCALE) \
 	--spawn-rate $(LOCUST_SPAWN_RATE) --p95-ms $(LOCUST_P95_MS) --sizes $(LOCUST_SIZES) \
-	--stream-frames $(LOCUST_STREAM_FRAMES) --stream-window $(LOCUST_STREAM_WINDOW) \
+	--stream-frames $(LOCUST_STREAM_FRAMES) --stream-window $(LOCUST_STREAM_WINDOW) --replicas $(LOCUST_REPLICAS) \
 	$(if $(LOCUST_TAGS),--tags $(LOCUST_TAGS)) $(if $(LOCUST_USER_CLASSES),--user-classes $(LOCUST_USER_CLASSES))
 
 loadtest: repository

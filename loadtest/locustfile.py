@@ -59,6 +59,9 @@ def _add_options(parser: Any) -> None:
                        help="frames in flight in a streaming session (default 4)")
     group.add_argument("--stream-size", default="", env_var="SRITM_STREAM_SIZE",
                        help="frame size of the streaming sessions (default: the small size)")
+    group.add_argument("--targets", default="", env_var="SRITM_TARGETS",
+                       help="comma-separated gRPC addresses of several replicas; each user's client spreads its "
+                       "requests over them (default: --host alone)")
     group.add_argument("--request-timeout", type=float, default=120.0, env_var="SRITM_REQUEST_TIMEOUT",
                        help="the SDK's per-call deadline in seconds (default 120)")
 
@@ -89,9 +92,11 @@ class _SritmUser(User):
         self.sequence = itertools.count()
         started = time.perf_counter()
         try:
-            if not self.host:
+            targets = [url.strip() for url in options.targets.split(",") if url.strip()] or (
+                [self.host] if self.host else [])
+            if not targets:
                 raise ValueError("no --host: give the server's gRPC address, e.g. --host 127.0.0.1:8001")
-            self.client = SritmClient(self.host, scale=options.scale, timeout_s=options.request_timeout)
+            self.client = SritmClient(targets, scale=options.scale, timeout_s=options.request_timeout)
         except Exception as error:  # a user that cannot connect is a failed request, not a silent one
             self._report(f"{self.model} connect", started, 0, error)
             raise StopUser() from None

@@ -38,9 +38,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadkit import DEFAULT_REPOSITORY, REPORTS_DIR, MemorySampler, mib, parse_sizes, sdr_frames, size_label
+from loadkit import (
+    DEFAULT_REPOSITORY,
+    REPORTS_DIR,
+    MemorySampler,
+    metrics_delta,
+    mib,
+    parse_metrics,
+    parse_sizes,
+    scrape_metrics,
+    sdr_frames,
+    size_label,
+)
 
-from sritm_core.contract import network_model_name
+from sritm_core.contract import ensemble_name, network_model_name
 from sritm_serving.triton_server import ServerPorts, TritonServer, TritonServerError
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -191,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefix", default="", help="report file prefix (default loadtest, or soak)")
     parser.add_argument("--soak", action="store_true", help="also require RSS growth below --max-rss-growth")
     parser.add_argument("--max-rss-growth", type=float, default=0.10)
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="servers to start; the users' SDK clients spread over all of them (default 1)")
     parser.add_argument("--sample-every", type=float, default=0.0, help="memory sampling period in seconds "
                         "(default: run time / 60, between 1 and 5)")
     return parser
@@ -240,18 +253,29 @@ def main(argv: list[str] | None = None) -> int:
         "tags": tags, "user_classes": user_classes, "scale": args.scale,
         "sizes": [size_label(s) for s in sizes], "stream": {"size": size_label(stream_size),
         "frames": args.stream_frames, "window": args.stream_window}, "soak": args.soak}}
-    server = TritonServer(args.repository, ServerPorts.free(), log_path=reports / f"{prefix}_tritonserver.log")
+    if args.replicas < 1:
+        parser.error(f"--replicas must be at least 1, not {args.replicas}")
+    result["settings"]["replicas"] = args.replicas
+    servers = [TritonServer(args.repository, ServerPorts.free(),
+                            log_path=reports / f"{prefix}_tritonserver{'' if i == 0 else f'_{i + 1}'}.log")
+               for i in range(args.replicas)]
     try:
-        server.start()
+        for server in servers:
+            server.start()
     except TritonServerError as error:
+        for server in servers:
+            server.stop()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    server = servers[0]  # whose memory is sampled (every replica runs the same repository)
     try:
         result["server_start_s"] = round(server.startup_seconds or 0.0, 2)
         sampler = MemorySampler(server.pid, interval_s=interval).start()
         sampler.mark("idle")
-        warm_up(server.grpc_url, args.scale, [*sizes, stream_size])
+        for replica in servers:
+            warm_up(replica.grpc_url, args.scale, [*sizes, stream_size])
         sampler.mark("warm")
+        counted_before = [parse_metrics(scrape_metrics(replica.metrics_url)) for replica in servers]
         command = [
             # User classes are positional: before any option (--tags would swallow them).
             sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *user_classes, "--headless", "--only-summary",
@@ -260,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             "--csv", str(csv_prefix), "--html", str(html), "--loglevel", "WARNING",
             "--scale", str(args.scale), "--sizes", args.sizes, "--stream-frames", str(args.stream_frames),
             "--stream-window", str(args.stream_window), "--stream-size", size_label(stream_size),
+            "--targets", ",".join(replica.grpc_url for replica in servers),
         ]
         command += ["--tags", *tags] if tags else []
         print("$ " + " ".join(command), flush=True)
@@ -270,8 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             locust_code = -1
         sampler.stop()
+        counted_after = [parse_metrics(scrape_metrics(replica.metrics_url)) for replica in servers]
+        result["replicas"] = replica_figures(servers, counted_before, counted_after, ensemble_name(args.scale),
+                                             args.run_time)
     finally:
-        server.stop()
+        for replica in servers:
+            replica.stop()
 
     problems: list[str] = []
     if locust_code not in (0, 1):  # 1: Locust saw failures, judged from the CSV below
@@ -311,6 +340,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if not problems else 1
 
 
+def replica_figures(servers: list[TritonServer], before: list[dict[str, dict[str, float]]],
+                    after: list[dict[str, dict[str, float]]], model: str, run_time_s: float) -> list[dict[str, Any]]:
+    """Per replica, from its own Triton counters over the run: ensemble requests, their rate and share."""
+    counts = [metrics_delta(b, a).get(model, {}) for b, a in zip(before, after)]
+    total = sum(c.get("nv_inference_request_success", 0.0) for c in counts) or 1.0
+    return [{
+        "url": server.grpc_url,
+        "requests": int(c.get("nv_inference_request_success", 0.0)),
+        "failures": int(c.get("nv_inference_request_failure", 0.0)),
+        "requests_per_s": round(c.get("nv_inference_request_success", 0.0) / run_time_s, 3),
+        "share": round(c.get("nv_inference_request_success", 0.0) / total, 3),
+        "queue_ms": round(c.get("nv_inference_queue_duration_us", 0.0) / max(1.0, c.get(
+            "nv_inference_request_success", 0.0)) / 1e3, 2),
+    } for server, c in zip(servers, counts)]
+
+
 def warm_up(url: str, scale: int, sizes: list[tuple[int, int]]) -> None:
     """Convert one frame of each distinct size, so that first-run allocations happen before the measurement."""
     from sritm_client import SritmClient
@@ -327,6 +372,14 @@ def print_summary(result: dict[str, Any], reports: Path, prefix: str) -> None:
         bound = "" if entry["p95_bounded"] else " (not bounded)"
         print(f"| {entry['name']} | {entry['requests']} | {entry['failures']} | {entry['median_ms']:.0f} "
               f"| {entry['p95_ms']:.0f}{bound} | {entry['requests_per_s']:.2f} |")
+    replicas = result.get("replicas", [])
+    if replicas:
+        print("\n| replica | requests | failures | req/s | share | queue ms |\n|---|---:|---:|---:|---:|---:|")
+        for replica in replicas:
+            print(f"| {replica['url']} | {replica['requests']} | {replica['failures']} | "
+                  f"{replica['requests_per_s']:.2f} | {replica['share']:.0%} | {replica['queue_ms']} |")
+        print(f"| total | {sum(r['requests'] for r in replicas)} | {sum(r['failures'] for r in replicas)} | "
+              f"{sum(r['requests_per_s'] for r in replicas):.2f} | 100% | |")
     memory = result["memory"]
     print(f"\nserver memory (server + {memory['processes'] - 1} stubs): idle {memory['idle_rss_mib']} MiB RSS, "
           f"peak {memory['peak_rss_mib']} MiB RSS / {memory['peak_pss_mib']} MiB PSS")

@@ -61,6 +61,20 @@ def test_locust_run_passes_and_writes_reports(model_repository: Path, tmp_path: 
     assert result["passed"] and result["memory"]["processes"] >= 2  # the server and its Python-backend stubs
 
 
+def test_locust_against_two_replicas_reports_each_and_the_total(model_repository: Path, tmp_path: Path) -> None:
+    completed = locust_run(model_repository, tmp_path, "--run-time", "8", "--p95-ms", "20000", "--replicas", "2",
+                           "--user-classes", "SingleFrameUser", "--prefix", "two")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    replicas = summary(tmp_path, "two")["replicas"]
+    assert len(replicas) == 2 and len({r["url"] for r in replicas}) == 2
+    # Each replica's own Triton counters: both served, and together they served what Locust sent.
+    assert all(r["failures"] == 0 and 0.3 <= r["share"] <= 0.7 for r in replicas), replicas  # round robin
+    sent = int(stats_rows(tmp_path / "two_stats.csv")["Aggregated"]["Request Count"])
+    # Servers count a few more than Locust's CSV: requests finished while Locust stops are not in it.
+    assert sent <= sum(r["requests"] for r in replicas) <= 1.1 * sent + 4, (replicas, sent)
+    assert "| total |" in completed.stdout
+
+
 def test_locust_runner_fails_on_an_impossible_p95_bound(model_repository: Path, tmp_path: Path) -> None:
     completed = locust_run(model_repository, tmp_path, "--run-time", "4", "--p95-ms", "1", "--tags", "small",
                            "--user-classes", "SingleFrameUser", "--prefix", "strict")
