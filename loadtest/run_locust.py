@@ -344,16 +344,16 @@ def replica_figures(servers: list[TritonServer], before: list[dict[str, dict[str
                     after: list[dict[str, dict[str, float]]], model: str, run_time_s: float) -> list[dict[str, Any]]:
     """Per replica, from its own Triton counters over the run: ensemble requests, their rate and share."""
     counts = [metrics_delta(b, a).get(model, {}) for b, a in zip(before, after)]
-    total = sum(c.get("nv_inference_request_success", 0.0) for c in counts) or 1.0
+    served = [c.get("nv_inference_request_success", 0.0) for c in counts]
+    total = sum(served) or 1.0
     return [{
         "url": server.grpc_url,
-        "requests": int(c.get("nv_inference_request_success", 0.0)),
+        "requests": int(requests),
         "failures": int(c.get("nv_inference_request_failure", 0.0)),
-        "requests_per_s": round(c.get("nv_inference_request_success", 0.0) / run_time_s, 3),
-        "share": round(c.get("nv_inference_request_success", 0.0) / total, 3),
-        "queue_ms": round(c.get("nv_inference_queue_duration_us", 0.0) / max(1.0, c.get(
-            "nv_inference_request_success", 0.0)) / 1e3, 2),
-    } for server, c in zip(servers, counts)]
+        "requests_per_s": round(requests / run_time_s, 3),
+        "share": round(requests / total, 3),
+        "queue_ms": round(c.get("nv_inference_queue_duration_us", 0.0) / max(1.0, requests) / 1e3, 2),
+    } for server, c, requests in zip(servers, counts, served)]
 
 
 def warm_up(url: str, scale: int, sizes: list[tuple[int, int]]) -> None:

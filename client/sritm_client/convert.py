@@ -33,6 +33,7 @@ from sritm_client.video import (
     read_sdr_frames,
 )
 from sritm_client.video.raw import RawYuvWriter
+from sritm_client.video.reader import presentation_timestamps
 from sritm_core import colour
 from sritm_core.contract import Rendering
 
@@ -156,11 +157,13 @@ def convert_video(
     """
     info = probe_video(source)
     part: range | None = None
+    timestamps: list[int] | None = None
     if segment is not None:
         manifest_path(output).unlink(missing_ok=True)  # the part is unfinished until its manifest is back
-        total = source_frame_count(source)
+        timestamps = presentation_timestamps(source)  # one demuxing pass: the count and the seek both use it
+        total = source_frame_count(source, timestamps)
         part = segment.frames(total)
-    frames = read_sdr_frames(source, part)  # raises for >8-bit input before anything is written
+    frames = read_sdr_frames(source, part, timestamps)  # raises for >8-bit input before anything is written
     scale = client.scale
     out_height, out_width = scale * info.height, scale * info.width
 

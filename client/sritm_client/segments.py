@@ -31,7 +31,7 @@ import av.error
 from sritm_client.errors import SritmError
 from sritm_client.video.common import ffmpeg_reason
 from sritm_client.video.hdr10 import ContentLightLevel, insert_hdr_boxes, mastering_display_for, patch_hvcc
-from sritm_client.video.reader import open_input, presentation_timestamps, probe_video
+from sritm_client.video.reader import open_input, probe_video
 from sritm_client.video.writer import remux_hdr10
 
 MANIFEST_SUFFIX = ".sritm.json"
@@ -70,9 +70,11 @@ class Segment:
         return f"{self.index}/{self.count}"
 
 
-def source_frame_count(source: Path) -> int:
-    """The exact number of frames of ``source``'s video: counted from its packets (headers can be wrong)."""
-    timestamps = presentation_timestamps(source)
+def source_frame_count(source: Path, timestamps: list[int] | None) -> int:
+    """The exact number of frames of ``source``'s video, from its presentation ``timestamps``.
+
+    Counted from the packets (headers can be wrong); from the headers only for a file without timestamps.
+    """
     if timestamps is not None:
         return len(timestamps)
     count = probe_video(source).frame_count
@@ -258,11 +260,10 @@ def _concat_raw(output: Path, parts: Sequence[Path], manifests: Sequence[PartMan
         temporary.unlink(missing_ok=True)
 
 
-def _part_positions(part: Path) -> tuple[list[int], bytes]:
+def _part_positions(part: Path, rate: Fraction) -> tuple[list[int], bytes]:
     """A part's packets' presentation positions in frames, in decode order, and its hvcC (demuxed only)."""
     with open_input(part) as container:
         stream = container.streams.video[0]
-        rate = Fraction(stream.average_rate or stream.guessed_rate or 1)
         time_base = Fraction(stream.time_base or Fraction(1, 1))
         timestamps, keyframe = [], None
         for packet in container.demux(stream):
@@ -289,7 +290,7 @@ def _join_hevc(joined: Path, parts: Sequence[Path], rate: Fraction, cll: Content
     increase across the joins and never pass a presentation time. Two
     demuxing passes, so only one packet is held at a time.
     """
-    layouts = [_part_positions(part) for part in parts]
+    layouts = [_part_positions(part, rate) for part in parts]
     reference = patch_hvcc(layouts[0][1], cll)
     for part, (_, extradata) in zip(parts, layouts):
         if patch_hvcc(extradata, cll) != reference:

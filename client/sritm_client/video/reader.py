@@ -240,7 +240,7 @@ def presentation_timestamps(path: PathLike) -> list[int] | None:
 Frames = Generator[SdrVideoFrame, None, None]  # closing one closes its file
 
 
-def read_sdr_frames(path: PathLike, frames: range | None = None) -> Frames:
+def read_sdr_frames(path: PathLike, frames: range | None = None, timestamps: list[int] | None = None) -> Frames:
     """Decode the first video stream of an 8-bit SDR file to yuv420p planes.
 
     The file is opened and checked when this is called (not on the first
@@ -255,6 +255,8 @@ def read_sdr_frames(path: PathLike, frames: range | None = None) -> Frames:
         frames: only these frames (numbered from 0 in presentation order, step 1): decoding starts at the
             keyframe before the first of them, and the frames before it are dropped, so the frames yielded
             are exactly those a whole-file read yields at these positions, with the same indices.
+        timestamps: :func:`presentation_timestamps` of ``path`` when the caller has read them already
+            (a film's demuxing pass is not repeated).
 
     Raises:
         VideoError: the file cannot be read (see :func:`probe_video`), its video
@@ -264,7 +266,8 @@ def read_sdr_frames(path: PathLike, frames: range | None = None) -> Frames:
     """
     if frames is not None and (frames.step != 1 or frames.start < 0):
         raise ValueError(f"frames must be a range from 0 upwards in steps of 1, not {frames}")
-    timestamps = presentation_timestamps(path) if frames is not None and frames.start > 0 else None
+    if frames is not None and frames.start > 0 and timestamps is None:
+        timestamps = presentation_timestamps(path)  # None again, at its first packet, for a file without any
     container = open_input(path)
     try:
         stream = _video_stream(container, path)
