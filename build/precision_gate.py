@@ -29,12 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sritm_core.contract import Rendering
-from sritm_serving.processing import (
-    bicubic_upsample,
-    condition_one_hot,
-    i420_from_network_output,
-    network_input_from_i420,
-)
+from sritm_serving.processing import condition_one_hot, network_input_from_i420, postprocess
 from sritm_serving.runtimes import CPU_PRECISIONS, make_network_runner, resolve_cpu_precision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +123,7 @@ def served_output(run_network: object, i420: NDArray[np.uint8], scale: int) -> N
     """What the ensemble answers for ``i420``, with ``run_network`` as its network step (the default rendering)."""
     network_input = network_input_from_i420(i420)
     residual = run_network(network_input, condition_one_hot(Rendering()))  # type: ignore[operator]
-    return i420_from_network_output(residual + bicubic_upsample(network_input, scale))
+    return postprocess(network_input, residual, scale)
 
 
 def psnr_10bit(reference: NDArray[np.uint16], test: NDArray[np.uint16]) -> float:

@@ -69,12 +69,7 @@ from sritm_core.contract import (
     Rendering,
     network_model_name,
 )
-from sritm_serving.processing import (
-    bicubic_upsample,
-    condition_one_hot,
-    i420_from_network_output,
-    network_input_from_i420,
-)
+from sritm_serving.processing import condition_one_hot, network_input_from_i420, postprocess
 from sritm_serving.runtimes import compile_openvino, make_onnx_session
 from sritm_serving.triton_server import ServerPorts, TritonServer, TritonServerError
 
@@ -264,7 +259,7 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[st
     def raw_pipeline(index: int) -> np.ndarray:
         network_input = network_input_from_i420(buffers[index])
         residual = run_network(network_input)
-        return i420_from_network_output(residual + bicubic_upsample(network_input, scale))
+        return postprocess(network_input, residual, scale)
 
     paths: dict[str, Callable[[int], Any]] = {
         "raw_network": lambda i: run_network(prepared[i]),

@@ -273,10 +273,12 @@ def decode_narrow_range(codes: npt.ArrayLike, bits: int) -> FloatArray:
 def _quantize(
     x: FloatArray, lo: npt.ArrayLike, hi: npt.ArrayLike, bits: int
 ) -> npt.NDArray[np.unsignedinteger[Any]]:
-    if np.isnan(x).any():
-        # NaN has no code; a silent cast would produce an arbitrary value.
+    # NaN has no code; a silent cast would produce an arbitrary value. A min
+    # propagates NaN, and reads the plane once without a boolean temporary.
+    if x.size and np.isnan(np.min(x)):
         raise ValueError("cannot quantize: codes contain NaN")
-    q = np.clip(np.rint(x), lo, hi)
+    q = np.rint(x)
+    np.clip(q, lo, hi, out=q)
     return q.astype(np.uint8 if bits == 8 else np.uint16)
 
 

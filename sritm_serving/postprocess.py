@@ -31,8 +31,7 @@ from sritm_core.contract import (
     SCALES,
     RenderingError,
 )
-from sritm_serving import triton_util
-from sritm_serving.processing import bicubic_upsample, i420_from_network_output
+from sritm_serving import processing, triton_util
 
 
 class TritonPythonModel:
@@ -71,7 +70,7 @@ class TritonPythonModel:
         scale = _scale(network_input.shape, residual.shape)
         if isinstance(scale, str):
             return triton_util.invalid_argument(pb_utils, scale)
-        hdr = i420_from_network_output(residual + bicubic_upsample(network_input, scale), target_peak)
+        hdr = processing.postprocess(network_input, residual, scale, target_peak)
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(OUTPUT_NAME, hdr.astype(self.output_dtype, copy=False))]
         )

@@ -9,8 +9,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from sritm_core import colour
-from sritm_core.contract import INPUT_NAME, OUTPUT_NAME, FrameLimits, ensemble_name
-from sritm_serving.processing import i420_from_network_output, network_input_from_i420
+from sritm_core.contract import HDR_CODE_SCALE, INPUT_NAME, OUTPUT_NAME, FrameLimits, ensemble_name
+from sritm_serving.processing import network_input_from_i420
 
 pytestmark = pytest.mark.server
 
@@ -26,11 +26,15 @@ def structured_i420(height: int, width: int, seed: int) -> np.ndarray:
 
 
 def reference_hdr(network: torch.nn.Module, i420: np.ndarray) -> np.ndarray:
-    """The PyTorch pipeline: the same pre-processing, the network with its own skip, the same quantisation."""
+    """The PyTorch pipeline: the same pre-processing, the network with its own skip, quantised in float64.
+
+    The server quantises in float32 (``sritm_serving.processing``); the reference
+    takes the colour module's float64 path, so the comparison also bounds what float32 costs.
+    """
     network.bicubic_skip = True
     with torch.no_grad():
         output = network(torch.from_numpy(network_input_from_i420(i420))).numpy()
-    return i420_from_network_output(output)
+    return colour.quantize_i420(output[0].transpose(1, 2, 0).astype(np.float64) * HDR_CODE_SCALE, 10)
 
 
 def infer(server: object, scale: int, frame: np.ndarray, datatype: str | None = None) -> np.ndarray:
