@@ -44,7 +44,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from build.build_engine import parse_size
-from build.precision_gate import GateResult, gate_frames, run_gate, write_gate
+from build.precision_gate import GateResult, choose_precision, gate_frames, write_gate
+from build.quantize_int8 import INT8_FILE
 from sritm_core.contract import (
     CONVENTION_DATATYPE,
     CONVENTION_NAME,
@@ -99,8 +100,8 @@ class NetworkOptions:
         checkpoint: the checkpoint (gpu-torch; empty: the shipped weights).
         random_weights: serve the seeded untrained network when there are no weights (gpu-torch; plumbing only).
         cpu_precision: the CPU network's OpenVINO precision (cpu), one of
-            :data:`sritm_serving.runtimes.CPU_PRECISIONS`; anything but ``f32`` is served only after
-            :mod:`build.precision_gate` passes. The Python default is ``f32`` (exact, what the tests compare);
+            :data:`sritm_serving.runtimes.CPU_PRECISIONS`; ``bf16`` and ``auto``'s choice are served only after
+            :mod:`build.precision_gate` passes, an explicit ``int8`` with the gate's figures. The Python default is ``f32`` (exact, what the tests compare);
             the command line's and ``make repository``'s is ``auto``.
     """
 
@@ -232,6 +233,8 @@ def network_model_config(scale: int, target: str, options: NetworkOptions = Netw
     if target == "cpu":
         _set_parameters(config, onnx_file="model.onnx", runtime=options.runtime,
                         intra_op_threads=str(options.intra_op_threads), precision=options.cpu_precision)
+        if options.cpu_precision == "int8":
+            _set_parameters(config, int8_file=INT8_FILE)
         config.instance_group.extend(_instances(mc.ModelInstanceGroup.KIND_CPU, options.instances))
         return config
     _set_parameters(config, scale=str(scale), checkpoint=options.checkpoint, precision=options.precision,
@@ -318,6 +321,10 @@ def assemble(
                                  f"--target {target}", model_py)
         if gate is not None:
             write_gate(gate, model_dir)
+        if gate is not None and gate.served == "int8":
+            for suffix in (".xml", ".bin"):
+                shutil.copyfile(_int8_artifact(artifacts[scale]).with_suffix(suffix),  # type: ignore[arg-type]
+                                model_dir / "1" / Path(INT8_FILE).with_suffix(suffix))
         artifact = artifacts[scale]
         if artifact is not None:
             shutil.copyfile(artifact, model_dir / "1" / ("model.onnx" if target == "cpu" else "model.plan"))
@@ -325,9 +332,15 @@ def assemble(
     return written
 
 
+def _int8_artifact(onnx_path: Path) -> Path:
+    return onnx_path.with_name(f"{onnx_path.stem}_int8.xml")
+
+
 def _gated_precision(onnx_path: Path, scale: int, requested: str) -> GateResult:
     """Runs the precision gate; a failure falls back to f32 with a one-line warning that gives the figures."""
-    result = run_gate(onnx_path, scale, requested, gate_frames(scale))
+    result = choose_precision(onnx_path, scale, requested, gate_frames(scale), _int8_artifact(onnx_path))
+    for line in result.considered:
+        print(f"precision gate: not chosen: {line}")
     if result.precision != "f32":
         stream = sys.stdout if result.passed else sys.stderr
         print(("precision gate: " if result.passed else "warning: precision gate ") + result.summary(), file=stream)
@@ -348,8 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="engine for the CPU target (default openvino, f32)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="gpu-torch: the network's precision")
     parser.add_argument("--cpu-precision", choices=CPU_PRECISIONS, default="auto",
-                        help="cpu: OpenVINO's precision; auto = bf16 where the CPU runs it natively, else f32; "
-                             "anything below f32 is served only if the precision gate passes (default auto)")
+                        help="cpu: OpenVINO's precision; auto = int8 if it passes the precision gate and loses "
+                             "<= 0.1 dB, else bf16 where the CPU runs it natively and it passes the gate, else f32; "
+                             "int8 (NNCF) is served as asked, with the gate's figures (default auto)")
     parser.add_argument("--checkpoint", default="",
                         help="gpu-torch: checkpoint path, '{scale}' replaced by the scale "
                              "(default: weights/gpgmnet_x{s}.pt)")

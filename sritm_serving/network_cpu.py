@@ -4,7 +4,7 @@ The ``runtime`` parameter picks the engine (:func:`sritm_serving.runtimes.make_n
 default OpenVINO, measured 1.2× faster than ONNX Runtime in f32 here, same outputs
 within 4e-7) and ``precision`` OpenVINO's inference precision (``f32``, or
 ``bf16`` when ``make repository CPU_PRECISION=auto|bf16`` chose it and its
-precision gate passed); the model logs both at load. The wheel's Triton has
+precision gate passed, or ``int8``: the NNCF-quantised IR ``int8_file``); the model logs both at load. The wheel's Triton has
 neither backend, so ``build/assemble_repository.py --target cpu`` writes a
 two-line ``1/model.py`` that re-exports :class:`TritonPythonModel` from here,
 beside ``1/model.onnx``. The GPU repository serves the same graph as
@@ -35,8 +35,10 @@ class TritonPythonModel:
         runtime = parameters.get("runtime") or "openvino"
         # The assembler writes the precision it chose (after the precision gate); older configs mean f32.
         precision = parameters.get("precision") or "f32"
+        # int8 runs the NNCF-quantised IR that build/quantize_int8.py wrote beside the ONNX graph.
+        graph = parameters.get("int8_file") if precision == "int8" else None
         self.run_network = make_network_runner(
-            version_dir / (parameters.get("onnx_file") or "model.onnx"),
+            version_dir / (graph or parameters.get("onnx_file") or "model.onnx"),
             runtime,
             int(parameters.get("intra_op_threads") or "0"),
             precision,

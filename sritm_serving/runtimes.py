@@ -19,23 +19,38 @@ NETWORK_RUNTIMES = ("openvino", "onnxruntime")
 throughput on the development CPU, same outputs within 4e-7 (``make bench``)."""
 
 
-CPU_PRECISIONS = ("auto", "f32", "bf16")
-"""What ``make repository CPU_PRECISION=`` accepts: ``auto`` is bf16 where the CPU runs it natively, else f32."""
+CPU_PRECISIONS = ("auto", "f32", "bf16", "int8")
+"""What ``make repository CPU_PRECISION=`` accepts. ``auto`` is int8 where it passes the precision gate and
+its validation bar (``build/precision_gate.py``), else bf16 where the CPU runs it natively and it passes the
+gate, else f32. ``int8`` is the NNCF-quantised graph (``build/quantize_int8.py``), its other layers in f32."""
 
 
-def cpu_runs_bf16_natively() -> bool:
-    """Whether OpenVINO's CPU plugin reports native bf16 (AVX512-BF16 or AMX) on this machine.
+def cpu_capabilities() -> tuple[str, ...]:
+    """OpenVINO's CPU plugin's ``OPTIMIZATION_CAPABILITIES`` on this machine (``FP32``, ``BF16``, ``INT8``, ...).
 
-    Asks the plugin (``OPTIMIZATION_CAPABILITIES``) rather than reading
-    ``/proc/cpuinfo``: it is the plugin that decides whether bf16 runs in hardware.
+    The plugin, not ``/proc/cpuinfo``, decides what runs in hardware, so the repository asks it.
     """
     import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def cpu_runs_bf16_natively() -> bool:
+    """Whether the CPU plugin reports native bf16 (AVX512-BF16 or AMX) on this machine."""
+    return "BF16" in cpu_capabilities()
+
+
+def cpu_runs_int8_natively() -> bool:
+    """Whether the CPU plugin reports int8 arithmetic (VNNI or AMX-INT8) on this machine."""
+    return "INT8" in cpu_capabilities()
 
 
 def resolve_cpu_precision(requested: str) -> str:
     """``auto`` → ``bf16`` where :func:`cpu_runs_bf16_natively`, else ``f32``; an explicit precision stays.
+
+    This is the float choice; whether ``auto`` is int8 instead is the precision gate's decision
+    (:func:`build.precision_gate.choose_precision`), because it needs the quantised graph and the
+    validation scenes.
 
     Raises:
         ValueError: not one of :data:`CPU_PRECISIONS`.
@@ -52,9 +67,10 @@ def make_network_runner(onnx_path: Path, runtime: str = "openvino", threads: int
 
     ``threads=0`` lets the runtime use every core. ``precision`` is OpenVINO's
     inference precision, ``f32`` or ``bf16`` (resolved: see
-    :func:`resolve_cpu_precision`); bf16 measured 4.4–4.7× f32 on a Xeon with AMX
-    and moves outputs by a few of 1023 codes, which is why the repository
-    serves it only after ``build/precision_gate.py`` passes. ONNX Runtime runs f32 only.
+    :func:`resolve_cpu_precision`), or ``int8``, for which ``onnx_path`` is the
+    quantised IR of ``build/quantize_int8.py``. bf16 measured 4.4–4.7× f32 on a
+    Xeon with AMX and moves outputs by a few of 1023 codes, which is why the
+    repository serves it only after ``build/precision_gate.py`` passes. ONNX Runtime runs f32 only.
 
     Raises:
         ValueError: an unknown runtime, or a precision other than f32 for ONNX Runtime.
@@ -82,17 +98,22 @@ def compile_openvino(onnx_path: Path, precision: str | None = "f32", threads: in
     """The graph compiled by OpenVINO's CPU plugin with the latency hint, as the CPU repository serves it.
 
     Args:
-        onnx_path: the exported network.
-        precision: ``INFERENCE_PRECISION_HINT`` (``"f32"`` is what is served); None keeps the plugin's default,
-            bf16 on CPUs with AVX512-BF16 or AMX.
+        onnx_path: the exported network (ONNX), or for ``int8`` its quantised OpenVINO IR (``.xml``).
+        precision: ``INFERENCE_PRECISION_HINT`` (``"f32"``, ``"bf16"``); ``"int8"``: the quantised layers run
+            int8 and the others f32; None keeps the plugin's default, bf16 on CPUs with AVX512-BF16 or AMX.
         threads: ``INFERENCE_NUM_THREADS``; 0 lets the plugin use every core.
+
+    Raises:
+        ValueError: ``int8`` with a graph that is not an OpenVINO IR.
     """
     import openvino as ov  # only the CPU network step and benchmarks need it
 
+    if precision == "int8" and Path(onnx_path).suffix != ".xml":
+        raise ValueError(f"int8 runs the quantised OpenVINO IR (build/quantize_int8.py), not {onnx_path}")
     core = ov.Core()
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if precision:
-        config["INFERENCE_PRECISION_HINT"] = precision
+        config["INFERENCE_PRECISION_HINT"] = "f32" if precision == "int8" else precision
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     return core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
