@@ -13,9 +13,8 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from build import precision_gate
+from build import precision_gate, quantize_int8
 from build.assemble_repository import assemble
-from build import quantize_int8
 from sritm_serving.runtimes import cpu_runs_int8_natively, resolve_cpu_precision
 from sritm_serving.triton_server import ServerPorts, TritonServer
 
