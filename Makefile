@@ -16,7 +16,8 @@ TARGET ?= cpu
 # every model's config and, for TARGET=gpu, the TensorRT profile.
 MIN_SIZE ?=
 MAX_SIZE ?=
-# The CPU network's precision: auto (bf16 where the CPU runs it natively and the precision gate passes), f32, bf16.
+# The CPU network's precision: auto (int8 if it passes the precision gate and loses <= 0.1 dB, else bf16 where the
+# CPU runs it natively and it passes the gate, else f32), f32, bf16, int8 (NNCF; an opt-in, served with its figures).
 CPU_PRECISION ?= auto
 FRAME_LIMITS := $(if $(MIN_SIZE),--min-size $(MIN_SIZE)) $(if $(MAX_SIZE),--max-size $(MAX_SIZE))
 HTTP_PORT ?= 8000

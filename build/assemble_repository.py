@@ -100,10 +100,10 @@ class NetworkOptions:
         checkpoint: the checkpoint (gpu-torch; empty: the shipped weights).
         random_weights: serve the seeded untrained network when there are no weights (gpu-torch; plumbing only).
         cpu_precision: the CPU network's OpenVINO precision (cpu), one of
-            :data:`sritm_serving.runtimes.CPU_PRECISIONS`; ``bf16`` and ``auto``'s choice are served only after
-                        :mod:`build.precision_gate` passes, an explicit ``int8`` with the gate's figures. The
-            Python default is ``f32`` (exact, what the tests compare);
-            the command line's and ``make repository``'s is ``auto``.
+            :data:`sritm_serving.runtimes.CPU_PRECISIONS`; ``bf16`` and ``auto``'s choice are served only
+            after :mod:`build.precision_gate` passes, an explicit ``int8`` with the gate's figures. The
+            Python default is ``f32`` (exact, what the tests compare); the command line's and
+            ``make repository``'s is ``auto``.
     """
 
     instances: int = 1

@@ -4,11 +4,10 @@
 when it passes :mod:`build.precision_gate` and its validation-PSNR bar) runs
 :func:`quantize_network` on the exported ONNX graph: ``nncf.quantize`` inserts
 int8 fake-quantise nodes on the inputs and weights of every convolution and
-matrix product but the first and last convolutions (:data:`FLOAT_LAYERS`), with ranges taken from the
-calibration frames, and the result is saved
-as an OpenVINO IR (``model_int8.xml``/``.bin``) beside ``model.onnx``. OpenVINO's
-CPU plugin runs those layers with int8 arithmetic (AMX-INT8 or VNNI) and the rest
-in f32.
+matrix product but the first and last convolutions (:data:`FLOAT_LAYERS`), with
+ranges taken from the calibration frames, and the result is saved as an OpenVINO
+IR (``model_int8.xml``/``.bin``) beside ``model.onnx``. OpenVINO's CPU plugin runs
+those layers with int8 arithmetic (AMX-INT8 or VNNI) and the rest in f32.
 
 Calibration frames: centre crops of the training scenes' low-resolution SDR,
 formed as for training (``../shared``; developers and CI), or, where the masters
