@@ -7,8 +7,8 @@ within 4e-7) and ``precision`` OpenVINO's inference precision (``f32``, or
 precision gate passed, or ``int8``: the NNCF-quantised IR ``int8_file``); the
 model logs both at load. The wheel's Triton has neither backend, so
 ``build/assemble_repository.py --target cpu`` writes a two-line ``1/model.py``
-that re-exports :class:`TritonPythonModel` from here, beside ``1/model.onnx``. The GPU repository serves the same graph as
-a TensorRT plan instead; the tensor names and shapes are identical.
+that re-exports :class:`TritonPythonModel` from here, beside ``1/model.onnx``.
+The GPU repository serves the same graph as a TensorRT plan instead; the tensor names and shapes are identical.
 """
 
 from __future__ import annotations
