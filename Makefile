@@ -37,6 +37,7 @@ help:
 	@echo "make soak        bounded Locust soak with a server-memory check (SOAK_SECONDS, default 600)"
 	@echo "make capacity    throughput and latency vs concurrency, ensemble vs network alone, with a plot"
 	@echo "make bench       served vs raw ONNX Runtime, ORT vs PyTorch, OpenVINO vs ORT, server memory"
+	@echo "make sweep       instances x threads, batching, precision ÷ f32 of the CPU network (perf_analyzer)"
 
 setup: $(SETUP_STAMP)
 

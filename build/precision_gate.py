@@ -81,12 +81,16 @@ class GateResult:
     validation_loss_db: float | None = None
     considered: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
-        """One line: the precision, the figures and the verdict."""
+    def figures(self) -> str:
+        """The precision, the figures and the verdict."""
         verdict = "passed" if self.passed else f"failed (bars: >= {GATE_PSNR_DB:g} dB, <= {GATE_MAX_CODES} codes)"
         loss = "" if self.validation_loss_db is None else f", validation {-self.validation_loss_db:+.2f} dB"
         return (f"x{self.scale} {self.precision} vs f32 on {self.frames} frames: {self.psnr_db:.1f} dB, "
-                f"max {self.max_code_difference} codes{loss}: {verdict}; serving {self.served}")
+                f"max {self.max_code_difference} codes{loss}: {verdict}")
+
+    def summary(self) -> str:
+        """One line: :meth:`figures` and what is served."""
+        return f"{self.figures()}; serving {self.served}"
 
 
 def _crops(i420: NDArray[np.uint8], count: int) -> list[NDArray[np.uint8]]:
@@ -234,8 +238,8 @@ def choose_precision(onnx_path: Path, scale: int, requested: str, frames: list[t
                 int8 = dataclasses.replace(int8, validation_loss_db=loss)
                 if loss <= VALIDATION_LOSS_DB:
                     return int8
-            considered.append(dataclasses.replace(int8, served="not int8").summary()
-                              + ("" if not int8.passed else f" (validation bar: <= {VALIDATION_LOSS_DB} dB lost)"))
+            considered.append(int8.figures()
+                              + ("" if not int8.passed else f"; validation bar: <= {VALIDATION_LOSS_DB} dB lost"))
     float_precision = resolve_cpu_precision("auto" if requested == "auto" else requested)
     result = run_gate(onnx_path, scale, float_precision, frames, requested=requested)
     return dataclasses.replace(result, considered=considered)

@@ -6,6 +6,10 @@
 and in ``--rounds`` rounds whose order rotates (so machine noise hits every
 path alike):
 
+* ``served_engine``: the network exactly as the served model runs it (its
+  runtime, precision, graph and threads, from its ``config.pbtxt``), outside
+  Triton: ensemble ÷ this is the serving overhead at the same precision (goal >= 0.9);
+
 * ``raw_network``: an ONNX Runtime session alone, on the pre-processed frames,
   with the settings the CPU repository uses when its ``runtime`` parameter is
   ``onnxruntime`` (``sritm_serving.runtimes.make_onnx_session``, the
@@ -23,11 +27,15 @@ path alike):
   ``--window`` frames in flight (how a video client drives it).
 
 It reports per path the median ms per frame and frames/s, and the ratios
-ensemble ÷ raw ONNX Runtime throughput (goal >= 0.9), ONNX Runtime ÷ PyTorch
+ensemble ÷ served engine (goal >= 0.9), ensemble ÷ raw ONNX Runtime, ONNX Runtime ÷ PyTorch
 eager, OpenVINO ÷ ONNX Runtime (f32 and default precision); per size, Triton's own account of where an
 ensemble request's time goes (metrics scraped around the ensemble passes), and
-the peak memory (RSS and PSS) of the server and its Python-backend stubs. It
-also records the server's start-up time. Writes ``PREFIX.json`` and
+the peak memory (RSS and PSS) of the server and its Python-backend stubs, and
+(pre + post) ÷ network compute from Triton's counters (goal <= 0.15). It
+also records the server's start-up time. With ``--paper-sizes`` (default) it
+then times the served engine and f32 at the paper's sizes (x4 540x960, x2
+1080x1920) against the machine's peak, a 4096² matrix product in f32 and bf16
+timed in the same run. Writes ``PREFIX.json`` and
 ``PREFIX.md`` under ``--reports-dir``. Needs ``make repository``.
 
     .venv/bin/python loadtest/bench.py --sizes 68x120,136x240 --frames 4 --rounds 3
@@ -70,15 +78,20 @@ from sritm_core.contract import (
     network_model_name,
 )
 from sritm_serving.processing import condition_one_hot, network_input_from_i420, postprocess
-from sritm_serving.runtimes import compile_openvino, make_onnx_session
+from sritm_serving.runtimes import compile_openvino, make_network_runner, make_onnx_session
 from sritm_serving.triton_server import ServerPorts, TritonServer, TritonServerError
 
 BT2446A = condition_one_hot(Rendering())
 """Every benchmark request asks for the default convention."""
 PATHS = (
-    "raw_network", "raw_pipeline", "torch_eager", "openvino", "openvino_default", "ensemble_unary", "ensemble_stream",
+    "served_engine", "raw_network", "raw_pipeline", "torch_eager", "openvino", "openvino_default", "ensemble_unary",
+    "ensemble_stream",
 )
 THROUGHPUT_GOAL = 0.9
+PREPOST_SHARE_GOAL = 0.15
+"""Pre- plus post-processing compute at most this share of the network's, from Triton's own counters."""
+PAPER_SIZES = ((4, (540, 960)), (2, (1080, 1920)))
+"""The paper's test sizes: x4 from 540x960 and x2 from 1080x1920, both to 2160x3840."""
 
 
 def served_parameter(model_dir: Path, key: str) -> str:
@@ -93,6 +106,27 @@ def served_parameter(model_dir: Path, key: str) -> str:
 def served_intra_op_threads(model_dir: Path) -> int:
     """The ``intra_op_threads`` parameter of the served network's config.pbtxt (0: every core)."""
     return int(served_parameter(model_dir, "intra_op_threads") or 0)
+
+
+def machine_description() -> str:
+    """The CPU as OpenVINO names it, its core count and what the plugin runs natively."""
+    import openvino as ov
+
+    from sritm_serving.runtimes import cpu_capabilities
+
+    name = ov.Core().get_property("CPU", "FULL_DEVICE_NAME")
+    return f"{name}, {os.cpu_count()} CPUs, OpenVINO CPU capabilities {' '.join(cpu_capabilities())}"
+
+
+def served_engine(model_dir: Path, threads: int) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """The network exactly as ``gpgmnet_x{s}`` runs it: its runtime, precision, graph and threads, outside Triton."""
+    precision = served_parameter(model_dir, "precision") or "f32"
+    runtime = served_parameter(model_dir, "runtime") or "openvino"
+    graph = served_parameter(model_dir, "int8_file") if precision == "int8" else ""
+    runner = make_network_runner(model_dir / "1" / (graph or "model.onnx"), runtime, threads, precision)
+    return (lambda network_input: runner(network_input, BT2446A)), (
+        f"the served engine outside Triton: {runtime}, precision {precision}, intra-op threads {threads or 'all'} "
+        "(sritm_serving.runtimes.make_network_runner, as the network model builds it)")
 
 
 def openvino_model(onnx_path: Path, precision: str | None) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
@@ -169,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-threads", type=int, help="intra-op threads of the raw ONNX Runtime session "
                         "(default: the served config's intra_op_threads)")
     parser.add_argument("--skip", default="", help=f"paths to leave out, comma-separated ({', '.join(PATHS)})")
+    parser.add_argument("--paper-sizes", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the served engine at x4 540x960 and x2 1080x1920 against the machine's peak")
     parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR)
     parser.add_argument("--prefix", default="bench")
     args = parser.parse_args(argv)
@@ -189,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"({'the served config' if args.raw_threads is None else '--raw-threads'}), inter_op 1, "
                         "sequential, ORT_ENABLE_ALL"),
     }
+    engines["served_engine"] = (None, "skipped") if "served_engine" in skip else served_engine(model_dir, threads)
     engines["torch_eager"] = (None, "skipped") if "torch_eager" in skip else torch_model(args.scale)
     engines["openvino"] = (None, "skipped") if "openvino" in skip else openvino_model(onnx_path, "f32")
     engines["openvino_default"] = (None, "skipped") if "openvino_default" in skip else openvino_model(onnx_path, None)
@@ -199,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {
         "scale": args.scale, "frames_per_size": args.frames, "rounds": args.rounds, "window": args.window,
-        "machine": f"{os.cpu_count()} CPUs", "onnx": str(onnx_path),
+        "machine": machine_description(), "onnx": str(onnx_path),
         "engines": {name: note for name, (_, note) in engines.items()}, "sizes": {},
         "served_precision": served_parameter(model_dir, "precision") or "f32",
         "precision_gate": (json.loads((model_dir / "precision_gate.json").read_text())
@@ -223,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         sampler.stop()
     finally:
         server.stop()
+    if args.paper_sizes:
+        results["paper_sizes"] = bench_paper_sizes(args.repository, threads)
 
     (reports / f"{args.prefix}.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
     text = markdown(results)
@@ -266,7 +305,7 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[st
         "raw_pipeline": raw_pipeline,
         "ensemble_unary": lambda i: client.convert(frames[i]),
     }
-    for name in ("torch_eager", "openvino", "openvino_default"):
+    for name in ("served_engine", "torch_eager", "openvino", "openvino_default"):
         if engines[name][0] is not None:
             paths[name] = (lambda engine: lambda i: engine(prepared[i]))(engines[name][0])
     paths = {name: run for name, run in paths.items() if name not in skip}
@@ -275,7 +314,7 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[st
     reference = run_network(prepared[0])
     agreement = {
         name: float(np.abs(engines[name][0](prepared[0]) - reference).max())
-        for name in ("torch_eager", "openvino", "openvino_default") if name in paths
+        for name in ("served_engine", "torch_eager", "openvino", "openvino_default") if name in paths
     }
     for run in paths.values():  # warm-up: first-run allocations and graph caches of this shape
         run(0)
@@ -314,12 +353,14 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[st
 
     ensemble_best = max((n for n in ("ensemble_unary", "ensemble_stream") if n in fps), key=lambda n: fps[n])
     server = where_time_goes(metrics_delta(before, after))
+    served_ratio = ratio(ensemble_best, "served_engine")
     return {
         "lr": size_label(size),
         "hr": size_label((size[0] * scale, size[1] * scale)),
         "median_ms_per_frame": median_ms,
         "frames_per_s": fps,
         "ratios": {
+            "ensemble_over_served_engine": served_ratio,
             "ensemble_over_raw_network": ratio(ensemble_best, "raw_network"),
             "ensemble_unary_over_raw_network": ratio("ensemble_unary", "raw_network"),
             "ensemble_stream_over_raw_network": ratio("ensemble_stream", "raw_network"),
@@ -330,12 +371,89 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[st
             "openvino_default_over_onnxruntime": ratio("openvino_default", "raw_network"),
         },
         "ensemble_best": ensemble_best,
-        "meets_goal": (ratio(ensemble_best, "raw_network") or 0.0) >= THROUGHPUT_GOAL,
+        "meets_goal": (served_ratio or ratio(ensemble_best, "raw_network") or 0.0) >= THROUGHPUT_GOAL,
+        "prepost_share_of_network": prepost_share(server, scale),
         "max_abs_difference_vs_onnxruntime": agreement,
         "server_time_ms_per_request": server,
         "server_peak_rss_mib": mib(sampler.peak_rss(start_t)),
         "server_peak_pss_mib": mib(sampler.peak_pss(start_t)),
     }
+
+
+def prepost_share(server: dict[str, dict[str, float]], scale: int) -> float | None:
+    """(pre-processor + post-processor) ÷ network compute time per request, from Triton's counters."""
+    network = server.get(network_model_name(scale), {}).get("compute_infer_ms")
+    steps = [server.get(name, {}).get("compute_infer_ms") for name in ("sritm_preprocess", "sritm_postprocess")]
+    if not network or any(step is None for step in steps):
+        return None
+    return sum(steps) / network  # type: ignore[arg-type]
+
+
+def machine_peak_gflops(seconds: float = 2.0) -> dict[str, float]:
+    """GFLOP/s of a 4096² matrix product in f32 and bf16 (PyTorch, every core): the machine's practical peak."""
+    import torch
+
+    n = 4096
+    peaks = {}
+    for name, dtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        torch.mm(a, b)
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds or count < 2:
+            torch.mm(a, b)
+            count += 1
+        peaks[name] = 2 * n**3 * count / (time.perf_counter() - started) / 1e9
+    return peaks
+
+
+def network_tflop(scale: int, size: tuple[int, int]) -> float:
+    """GPGMNet's TFLOP for one ``size`` frame: ``torch.utils.flop_counter`` at 1/4 of the side, times 16.
+
+    Every layer is a convolution or a per-pixel product over the frame, so the count is linear in the pixels
+    (the guide's 1.404 TFLOP for x4 540x960 is reproduced to 0.1 %); counting at full size would cost a
+    full-size eager forward.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gpgmnet.arch import GPGMNet
+
+    network = GPGMNet(scale=scale).eval()
+    network.bicubic_skip = False
+    small = (size[0] // 4, size[1] // 4)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        network(torch.zeros(1, 3, *small))
+    return float(counter.get_total_flops()) * (size[0] * size[1]) / (small[0] * small[1]) / 1e12
+
+
+def bench_paper_sizes(repository: Path, threads: int, seconds_per_engine: float = 10.0) -> dict[str, Any]:
+    """Seconds per frame at the paper's sizes, served precision and f32, beside the machine's measured peak."""
+    peaks = machine_peak_gflops()
+    rows = []
+    for scale, size in PAPER_SIZES:
+        model_dir = repository / network_model_name(scale)
+        if not (model_dir / "1" / "model.onnx").is_file():
+            continue
+        precision = served_parameter(model_dir, "precision") or "f32"
+        tflop = network_tflop(scale, size)
+        network_input = np.random.default_rng(scale).uniform(16 / 255, 235 / 255, (1, 3, *size)).astype(np.float32)
+        for engine_precision in dict.fromkeys((precision, "f32")):
+            graph = served_parameter(model_dir, "int8_file") if engine_precision == "int8" else ""
+            runner = make_network_runner(model_dir / "1" / (graph or "model.onnx"), "openvino", threads,
+                                         engine_precision)
+            runner(network_input, BT2446A)
+            times = []
+            while sum(times) < seconds_per_engine or len(times) < 2:
+                started = time.perf_counter()
+                runner(network_input, BT2446A)
+                times.append(time.perf_counter() - started)
+            per_frame = statistics.median(times)
+            peak = peaks["f32" if engine_precision == "f32" else "bf16"]
+            rows.append({"scale": scale, "lr": size_label(size), "precision": engine_precision,
+                         "s_per_frame": per_frame, "tflop": tflop, "gflops": tflop * 1e3 / per_frame,
+                         "share_of_peak": tflop * 1e3 / per_frame / peak,
+                         "peak_used": "f32" if engine_precision == "f32" else "bf16"})
+    return {"peak_gflops": peaks, "rows": rows}
 
 
 def gate_summary(gate: dict[str, Any] | None) -> str:
@@ -360,6 +478,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"* `{name}`: {note}" for name, note in results["engines"].items()]
+
+    def show(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2f}"
+
     lines.append(f"* served network precision: {results.get('served_precision', 'f32')}"
                  + gate_summary(results.get("precision_gate")))
     lines += ["", "| LR size | path | median ms/frame | frames/s |", "|---|---|---:|---:|"]
@@ -368,12 +490,14 @@ def markdown(results: dict[str, Any]) -> str:
             if name in size["frames_per_s"]:
                 lines.append(f"| {label} | {name} | {size['median_ms_per_frame'][name]:.0f} "
                              f"| {size['frames_per_s'][name]:.2f} |")
-    lines += ["", "| LR size | ensemble ÷ raw ORT (goal ≥ 0.9) | unary ÷ raw ORT | stream ÷ raw ORT "
+    lines += ["", "| LR size | ensemble ÷ served engine (goal ≥ 0.9) | (pre + post) ÷ network compute (goal ≤ 0.15) |",
+              "|---|---:|---:|"]
+    for label, size in results["sizes"].items():
+        lines.append(f"| {label} | {show(size['ratios'].get('ensemble_over_served_engine'))} "
+                     f"| {show(size.get('prepost_share_of_network'))} |")
+    lines += ["", "| LR size | ensemble ÷ raw ORT | unary ÷ raw ORT | stream ÷ raw ORT "
               "| ensemble ÷ raw pipeline | ORT ÷ PyTorch eager | OpenVINO f32 ÷ ORT | OpenVINO default ÷ ORT "
               "| peak server RSS / PSS MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-
-    def show(value: float | None) -> str:
-        return "—" if value is None else f"{value:.2f}"
 
     for label, size in results["sizes"].items():
         r = size["ratios"]
@@ -386,6 +510,17 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "Max |difference| vs ONNX Runtime on one frame: " + "; ".join(
         f"{label}: " + ", ".join(f"{k} {v:.1e}" for k, v in size["max_abs_difference_vs_onnxruntime"].items())
         for label, size in results["sizes"].items())]
+    paper = results.get("paper_sizes")
+    if paper:
+        peaks = paper["peak_gflops"]
+        lines += ["", "## The paper's sizes (the served engine outside Triton)", "",
+                  f"Machine peak, 4096² matrix product in the same run: f32 {peaks['f32']:.0f} GFLOP/s, "
+                  f"bf16 {peaks['bf16']:.0f} GFLOP/s.", "",
+                  "| scale | LR size | precision | s/frame | TFLOP/frame | GFLOP/s | ÷ peak |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        lines += [f"| x{row['scale']} | {row['lr']} | {row['precision']} | {row['s_per_frame']:.2f} "
+                  f"| {row['tflop']:.3f} | {row['gflops']:.0f} | {row['share_of_peak']:.2f} ({row['peak_used']}) |"
+                  for row in paper["rows"]]
     for label, size in results["sizes"].items():
         lines += ["", f"## Where an ensemble request's time goes at {label} (Triton's metrics, mean ms per request)",
                   "", *where_time_goes_markdown(size["server_time_ms_per_request"])]

@@ -7,8 +7,9 @@
 #   make soak [SOAK_SECONDS=600]       Locust for SOAK_SECONDS; fails on a failed request or RSS growth >= 10 %
 #   make capacity                      throughput and p50/p95 vs concurrency, ensemble vs network alone
 #   make bench                         served vs raw ONNX Runtime, ORT vs PyTorch, OpenVINO vs ORT, server memory
+#   make sweep [SWEEP_SIZE=136x240]    instances x threads, batching and precision ÷ f32, by perf_analyzer
 
-.PHONY: loadtest soak capacity bench
+.PHONY: loadtest soak capacity bench sweep
 
 LOADTEST_DIR := loadtest
 LOADTEST_REPORTS ?= $(LOADTEST_DIR)/reports
@@ -58,3 +59,9 @@ capacity: repository
 bench: repository
 	$(PY) $(LOADTEST_DIR)/bench.py --repository model_repository --reports-dir $(LOADTEST_REPORTS) \
 		--scale $(LOADTEST_SCALE) --sizes $(BENCH_SIZES) --frames $(BENCH_FRAMES) --rounds $(BENCH_ROUNDS)
+
+# Instances x threads and batching of the CPU network, measured with perf_analyzer (loadtest/sweep.py).
+SWEEP_SIZE ?= 136x240
+sweep: repository
+	$(PY) $(LOADTEST_DIR)/sweep.py --repository model_repository --reports-dir $(LOADTEST_REPORTS) \
+		--scale $(LOADTEST_SCALE) --size $(SWEEP_SIZE)

@@ -94,11 +94,12 @@ def make_network_runner(onnx_path: Path, runtime: str = "openvino", threads: int
     raise ValueError(f"runtime must be one of {NETWORK_RUNTIMES}, not {runtime!r}")
 
 
-def compile_openvino(onnx_path: Path, precision: str | None = "f32", threads: int = 0) -> Any:
+def compile_openvino(onnx_path: Path | Any, precision: str | None = "f32", threads: int = 0) -> Any:
     """The graph compiled by OpenVINO's CPU plugin with the latency hint, as the CPU repository serves it.
 
     Args:
-        onnx_path: the exported network (ONNX), or for ``int8`` its quantised OpenVINO IR (``.xml``).
+        onnx_path: the exported network (ONNX), or for ``int8`` its quantised OpenVINO IR (``.xml``); or an
+            ``openvino.Model`` already read (and reshaped, say).
         precision: ``INFERENCE_PRECISION_HINT`` (``"f32"``, ``"bf16"``); ``"int8"``: the quantised layers run
             int8 and the others f32; None keeps the plugin's default, bf16 on CPUs with AVX512-BF16 or AMX.
         threads: ``INFERENCE_NUM_THREADS``; 0 lets the plugin use every core.
@@ -108,7 +109,8 @@ def compile_openvino(onnx_path: Path, precision: str | None = "f32", threads: in
     """
     import openvino as ov  # only the CPU network step and benchmarks need it
 
-    if precision == "int8" and Path(onnx_path).suffix != ".xml":
+    is_file = isinstance(onnx_path, (str, Path))
+    if precision == "int8" and is_file and Path(onnx_path).suffix != ".xml":
         raise ValueError(f"int8 runs the quantised OpenVINO IR (build/quantize_int8.py), not {onnx_path}")
     core = ov.Core()
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
@@ -116,7 +118,7 @@ def compile_openvino(onnx_path: Path, precision: str | None = "f32", threads: in
         config["INFERENCE_PRECISION_HINT"] = "f32" if precision == "int8" else precision
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+    return core.compile_model(core.read_model(str(onnx_path)) if is_file else onnx_path, "CPU", config)
 
 
 def make_onnx_session(onnx_path: Path, intra_op_threads: int = 0) -> Any:
