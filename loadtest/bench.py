@@ -407,23 +407,11 @@ def machine_peak_gflops(seconds: float = 2.0) -> dict[str, float]:
 
 
 def network_tflop(scale: int, size: tuple[int, int]) -> float:
-    """GPGMNet's TFLOP for one ``size`` frame: ``torch.utils.flop_counter`` at 1/4 of the side, times 16.
-
-    Every layer is a convolution or a per-pixel product over the frame, so the count is linear in the pixels
-    (the guide's 1.404 TFLOP for x4 540x960 is reproduced to 0.1 %); counting at full size would cost a
-    full-size eager forward.
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """GPGMNet's TFLOP for one ``size`` frame (:func:`gpgmnet.flops.count_flops`, the meta device: no compute)."""
     from gpgmnet.arch import GPGMNet
+    from gpgmnet.flops import count_flops
 
-    network = GPGMNet(scale=scale).eval()
-    network.bicubic_skip = False
-    small = (size[0] // 4, size[1] // 4)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        network(torch.zeros(1, 3, *small))
-    return float(counter.get_total_flops()) * (size[0] * size[1]) / (small[0] * small[1]) / 1e12
+    return float(count_flops(GPGMNet(scale=scale), size)["total"]) / 1e12
 
 
 def bench_paper_sizes(repository: Path, threads: int, seconds_per_engine: float = 10.0) -> dict[str, Any]:

@@ -361,3 +361,13 @@ def test_conventions_need_a_prior_vector() -> None:
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(plain(x), plain(x, None))
+
+
+def test_flop_count_matches_the_recorded_figure_for_the_papers_x4_size():
+    """1.404 TFLOP for x4 from 540x960 (the figure the project plans with); x2 from 1080x1920 costs more."""
+    from gpgmnet.flops import count_flops
+
+    x4 = count_flops(GPGMNet(scale=4), (540, 960))
+    assert x4["total"] / 1e12 == pytest.approx(1.404, rel=5e-3)
+    assert sum(x4["blocks"].values()) == x4["total"]
+    assert count_flops(GPGMNet(scale=2), (1080, 1920))["total"] > x4["total"]

@@ -122,3 +122,33 @@ def test_short_soak_passes_with_stable_memory(model_repository: Path, tmp_path: 
     assert soak["baseline_at_s"] >= 2.0  # 1/10 of the run: after the start, before the end
     with open(tmp_path / "soak_memory.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) >= 10
+
+
+def test_bench_reports_served_over_the_served_engine_and_the_processing_share(model_repository: Path,
+                                                                              tmp_path: Path) -> None:
+    """The bench at a tiny size: the served engine timed beside the ensemble; Triton's counters give pre/post."""
+    completed = run_tool("bench.py", "--repository", str(model_repository), "--reports-dir", str(tmp_path),
+                         "--sizes", "16x32", "--frames", "2", "--rounds", "1", "--no-paper-sizes",
+                         "--skip", "torch_eager", timeout=170)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert "precision f32" in report["engines"]["served_engine"] and "CPUs" in report["machine"]
+    size = report["sizes"]["16x32"]
+    assert size["frames_per_s"]["served_engine"] > 0
+    assert size["ratios"]["ensemble_over_served_engine"] > 0
+    assert 0 < size["prepost_share_of_network"] < 10
+    # f32 served engine = the f32 OpenVINO path: the same answer.
+    assert size["max_abs_difference_vs_onnxruntime"]["served_engine"] < 1e-4
+    assert "ensemble ÷ served engine" in (tmp_path / "bench.md").read_text()
+
+
+def test_sweep_settings_split_the_cores_every_way() -> None:
+    sys.path.insert(0, str(LOADTEST))
+    try:
+        from sweep import settings
+    finally:
+        sys.path.remove(str(LOADTEST))
+    assert settings(1) == [(1, 1)]
+    assert settings(2) == [(1, 2), (2, 1)]
+    assert settings(16) == [(1, 16), (2, 8), (16, 1)]
+    assert all(instances * threads == 6 for instances, threads in settings(6))

@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from build.gpu_check.config import FULL_SIZES
-
-
-def count_flops(network: Any, size: tuple[int, int], batch: int = 1) -> dict[str, Any]:
-    """FLOPs of one forward (the residual, as served) on the meta device: total and per top-level block."""
-    meta = copy.deepcopy(network).to("meta")
-    meta.bicubic_skip = False
-    with torch.no_grad(), FlopCounterMode(display=False, depth=3) as counter:
-        meta(torch.empty(batch, 3, *size, device="meta"))
-    counts = {name: sum(per_op.values()) for name, per_op in counter.get_flop_counts().items()}
-    blocks: dict[str, int] = {}
-    for child, _ in network.named_children():
-        name = f"GPGMNet.{child}"
-        if name in counts:
-            blocks[child] = counts[name]
-        else:  # a ModuleList (the body) is never called itself: add up its members
-            blocks[child] = sum(v for k, v in counts.items() if k.startswith(name + ".") and k.count(".") == 2)
-    return {"total": counter.get_total_flops(), "blocks": blocks}
+from gpgmnet.flops import count_flops
 
 
 def flops_entry(network: Any, scale: int, size: tuple[int, int], peak: float | None) -> tuple[float, dict[str, Any]]:
