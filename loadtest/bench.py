@@ -20,7 +20,8 @@ path alike):
 * ``openvino``: OpenVINO's CPU plugin on the same ``model.onnx`` in f32, like
   for like (where installed); ``openvino_default``: the plugin's default
   precision, which is bf16 on CPUs with AVX512-BF16 or AMX (its difference from
-  ONNX Runtime is reported beside its speed);
+  ONNX Runtime is reported beside its speed); ``openvino_int8``: the NNCF int8
+  IR of ``build/quantize_int8.py`` (``--int8``; where it exists);
 * ``ensemble_unary``: one gRPC request per frame to ``sritm_x{s}`` on a real
   Triton server (``SritmClient.convert``);
 * ``ensemble_stream``: the same frames through ``SritmClient.stream`` with
@@ -84,10 +85,13 @@ from sritm_serving.triton_server import ServerPorts, TritonServer, TritonServerE
 BT2446A = condition_one_hot(Rendering())
 """Every benchmark request asks for the default convention."""
 PATHS = (
-    "served_engine", "raw_network", "raw_pipeline", "torch_eager", "openvino", "openvino_default", "ensemble_unary",
-    "ensemble_stream",
+    "served_engine", "raw_network", "raw_pipeline", "torch_eager", "openvino", "openvino_default", "openvino_int8",
+    "ensemble_unary", "ensemble_stream",
 )
+ENGINE_PATHS = ("served_engine", "torch_eager", "openvino", "openvino_default", "openvino_int8")
+"""The paths that run an engine on the pre-processed frames (compared with ONNX Runtime on one frame)."""
 THROUGHPUT_GOAL = 0.9
+ROOT = Path(__file__).resolve().parent.parent
 PREPOST_SHARE_GOAL = 0.15
 """Pre- plus post-processing compute at most this share of the network's, from Triton's own counters."""
 PAPER_SIZES = ((4, (540, 960)), (2, (1080, 1920)))
@@ -203,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-threads", type=int, help="intra-op threads of the raw ONNX Runtime session "
                         "(default: the served config's intra_op_threads)")
     parser.add_argument("--skip", default="", help=f"paths to leave out, comma-separated ({', '.join(PATHS)})")
+    parser.add_argument("--int8", type=Path, help="the int8 IR timed as openvino_int8 "
+                        "(default: build/artifacts/gpgmnet_x{scale}_int8.xml, where it exists)")
     parser.add_argument("--paper-sizes", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the served engine at x4 540x960 and x2 1080x1920 against the machine's peak")
     parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR)
@@ -229,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     engines["torch_eager"] = (None, "skipped") if "torch_eager" in skip else torch_model(args.scale)
     engines["openvino"] = (None, "skipped") if "openvino" in skip else openvino_model(onnx_path, "f32")
     engines["openvino_default"] = (None, "skipped") if "openvino_default" in skip else openvino_model(onnx_path, None)
+    int8_path = args.int8 or ROOT / "build" / "artifacts" / f"gpgmnet_x{args.scale}_int8.xml"
+    engines["openvino_int8"] = ((None, "skipped") if "openvino_int8" in skip
+                                else openvino_model(int8_path, "int8") if int8_path.is_file()
+                                else (None, f"no {int8_path}: python -m build.quantize_int8 --scale {args.scale}"))
     reports = args.reports_dir
     reports.mkdir(parents=True, exist_ok=True)
 
@@ -305,7 +315,7 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[st
         "raw_pipeline": raw_pipeline,
         "ensemble_unary": lambda i: client.convert(frames[i]),
     }
-    for name in ("served_engine", "torch_eager", "openvino", "openvino_default"):
+    for name in ENGINE_PATHS:
         if engines[name][0] is not None:
             paths[name] = (lambda engine: lambda i: engine(prepared[i]))(engines[name][0])
     paths = {name: run for name, run in paths.items() if name not in skip}
@@ -314,7 +324,7 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[st
     reference = run_network(prepared[0])
     agreement = {
         name: float(np.abs(engines[name][0](prepared[0]) - reference).max())
-        for name in ("served_engine", "torch_eager", "openvino", "openvino_default") if name in paths
+        for name in ENGINE_PATHS if name in paths
     }
     for run in paths.values():  # warm-up: first-run allocations and graph caches of this shape
         run(0)
@@ -369,6 +379,8 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace, engines: dict[st
             "onnxruntime_over_torch_eager": ratio("raw_network", "torch_eager"),
             "openvino_over_onnxruntime": ratio("openvino", "raw_network"),
             "openvino_default_over_onnxruntime": ratio("openvino_default", "raw_network"),
+            "openvino_int8_over_openvino_f32": ratio("openvino_int8", "openvino"),
+            "openvino_default_over_openvino_f32": ratio("openvino_default", "openvino"),
         },
         "ensemble_best": ensemble_best,
         "meets_goal": (served_ratio or ratio(ensemble_best, "raw_network") or 0.0) >= THROUGHPUT_GOAL,
@@ -478,11 +490,14 @@ def markdown(results: dict[str, Any]) -> str:
             if name in size["frames_per_s"]:
                 lines.append(f"| {label} | {name} | {size['median_ms_per_frame'][name]:.0f} "
                              f"| {size['frames_per_s'][name]:.2f} |")
-    lines += ["", "| LR size | ensemble ÷ served engine (goal ≥ 0.9) | (pre + post) ÷ network compute (goal ≤ 0.15) |",
-              "|---|---:|---:|"]
+    lines += ["", "| LR size | ensemble ÷ served engine (goal ≥ 0.9) | (pre + post) ÷ network compute (goal ≤ 0.15) "
+              "| OpenVINO default ÷ f32 | OpenVINO int8 ÷ f32 |", "|---|---:|---:|---:|---:|"]
     for label, size in results["sizes"].items():
-        lines.append(f"| {label} | {show(size['ratios'].get('ensemble_over_served_engine'))} "
-                     f"| {show(size.get('prepost_share_of_network'))} |")
+        r = size["ratios"]
+        lines.append(f"| {label} | {show(r.get('ensemble_over_served_engine'))} "
+                     f"| {show(size.get('prepost_share_of_network'))} "
+                     f"| {show(r.get('openvino_default_over_openvino_f32'))} "
+                     f"| {show(r.get('openvino_int8_over_openvino_f32'))} |")
     lines += ["", "| LR size | ensemble ÷ raw ORT | unary ÷ raw ORT | stream ÷ raw ORT "
               "| ensemble ÷ raw pipeline | ORT ÷ PyTorch eager | OpenVINO f32 ÷ ORT | OpenVINO default ÷ ORT "
               "| peak server RSS / PSS MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
