@@ -2,7 +2,7 @@
 """Benchmarks, all measured in one run on the same frames: served vs raw, ONNX Runtime vs PyTorch vs OpenVINO.
 
 ``make bench`` calls this. For each ``--sizes`` (low-resolution, default
-68x120 and 136x240 at x4) it times, over the same ``--frames`` distinct frames
+68x120, 136x240 and 270x480 at x4) it times, over the same ``--frames`` distinct frames
 and in ``--rounds`` rounds whose order rotates (so machine noise hits every
 path alike):
 
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--scale", type=int, choices=(2, 4), default=4)
-    parser.add_argument("--sizes", default="68x120,136x240", help="low-resolution HEIGHTxWIDTH, comma-separated")
+    parser.add_argument("--sizes", default="68x120,136x240,270x480", help="low-resolution HEIGHTxWIDTH, comma-separated")
     parser.add_argument("--frames", type=int, default=4, help="distinct frames per size")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the frames per path (medians reported)")
     parser.add_argument("--window", type=int, default=4, help="frames in flight for ensemble_stream")
