@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--scale", type=int, choices=(2, 4), default=4)
-    parser.add_argument("--sizes", default="68x120,136x240,270x480", help="low-resolution HEIGHTxWIDTH, comma-separated")
+    parser.add_argument("--sizes", default="68x120,136x240,270x480",
+                        help="low-resolution HEIGHTxWIDTH, comma-separated")
     parser.add_argument("--frames", type=int, default=4, help="distinct frames per size")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the frames per path (medians reported)")
     parser.add_argument("--window", type=int, default=4, help="frames in flight for ensemble_stream")
