@@ -35,6 +35,7 @@ see :mod:`sritm_serving.processing_torch`).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -174,18 +175,26 @@ def preprocess_config(limits: FrameLimits) -> mc.ModelConfig:
     return config
 
 
-def postprocess_config(limits: FrameLimits) -> mc.ModelConfig:
-    """``sritm_postprocess``: bicubic skip + residual → legal-range 10-bit I420, EETF below 1000 cd/m^2."""
+def postprocess_config(limits: FrameLimits, classical_skip: dict[int, list[str]] | None = None) -> mc.ModelConfig:
+    """``sritm_postprocess``: bicubic skip + residual → legal-range 10-bit I420, EETF below 1000 cd/m^2.
+
+    ``classical_skip``: per scale, the conventions whose skip is the classical
+    conversion (``GPGMNet.classical_skip`` of the network served at that scale).
+    """
     config = mc.ModelConfig(
         name=POSTPROCESS_MODEL, backend="python", max_batch_size=0,
         input=[_input(NETWORK_INPUT_NAME, "FP32", _NETWORK_TENSOR),
                _input(NETWORK_OUTPUT_NAME, "FP32", _NETWORK_TENSOR),
-               _input(TARGET_PEAK_NAME, "FP32", [1], optional=True)],
+               _input(TARGET_PEAK_NAME, "FP32", [1], optional=True),
+               _input(NETWORK_CONDITION_NAME, "FP32", [1, len(CONVENTIONS)], optional=True)],
         output=[_output(OUTPUT_NAME, "UINT16", _IMAGE)],
         instance_group=_instances(mc.ModelInstanceGroup.KIND_CPU, 1),
     )
     # The residual of a network on a GPU stays in GPU memory and is finished there.
     _set_parameters(config, **_limit_parameters(limits), FORCE_CPU_ONLY_INPUT_TENSORS="no")
+    for scale, names in sorted((classical_skip or {}).items()):
+        if names:
+            _set_parameters(config, **{f"classical_skip_x{scale}": ",".join(names)})
     return config
 
 
@@ -206,7 +215,7 @@ def ensemble_config(scale: int) -> mc.ModelConfig:
                  output_map={NETWORK_OUTPUT_NAME: "residual"}),
             step(model_name=POSTPROCESS_MODEL, model_version=-1,
                  input_map={NETWORK_INPUT_NAME: "lr_yuv", NETWORK_OUTPUT_NAME: "residual",
-                            TARGET_PEAK_NAME: "target_peak"},
+                            TARGET_PEAK_NAME: "target_peak", NETWORK_CONDITION_NAME: "condition"},
                  output_map={OUTPUT_NAME: OUTPUT_NAME}),
         ]),
     )
@@ -301,9 +310,11 @@ def assemble(
         raise ValueError("checkpoint, precision and random_weights are for target gpu-torch "
                          "(the other targets take them at export/build)")
     artifacts = {scale: _network_artifact(target, scale, artifacts_dir) for scale in scales}
+    classical_skip = {scale: classical_skip_of(target, scale, artifacts_dir, network_options.checkpoint)
+                      for scale in scales}
     repository.mkdir(parents=True, exist_ok=True)
     _write_model(repository, preprocess_config(limits), "every target", PREPROCESS_MODEL_PY)
-    _write_model(repository, postprocess_config(limits), "every target", POSTPROCESS_MODEL_PY)
+    _write_model(repository, postprocess_config(limits, classical_skip), "every target", POSTPROCESS_MODEL_PY)
     written = []
     for scale in scales:
         _write_model(repository, ensemble_config(scale), "every target", None)
@@ -331,6 +342,24 @@ def assemble(
             shutil.copyfile(artifact, model_dir / "1" / ("model.onnx" if target == "cpu" else "model.plan"))
         written.append(model_dir)
     return written
+
+
+def classical_skip_of(target: str, scale: int, artifacts_dir: Path, checkpoint: str = "") -> list[str]:
+    """The conventions whose skip is the classical conversion for the network served at ``scale``.
+
+    From the export report beside the ONNX graph (``cpu``, and ``gpu``, whose
+    plan is built from it), or from the checkpoint's settings (``gpu-torch``).
+    """
+    if target != "gpu-torch":
+        report = artifacts_dir / f"gpgmnet_x{scale}.json"
+        return list(json.loads(report.read_text()).get("classical_skip", [])) if report.is_file() else []
+    from gpgmnet.checkpoint import default_checkpoint, read_checkpoint  # torch: only the gpu-torch target needs it
+
+    path = Path(checkpoint.replace("{scale}", str(scale))) if checkpoint else default_checkpoint(scale)
+    if not path.is_file():
+        return []
+    indices = (read_checkpoint(path).get("config") or {}).get("classical_skip", [])
+    return [CONVENTIONS[index] for index in indices]
 
 
 def _int8_artifact(onnx_path: Path) -> Path:

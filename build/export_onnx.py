@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,8 @@ class ExportReport:
     operators: list[str]
     max_abs_difference: float
     checkpoint: str
+    classical_skip: list[str] = field(default_factory=list)
+    """Conventions whose skip the post-processor takes from the classical conversion (``GPGMNet.classical_skip``)."""
 
 
 def tensorrt_supported_operators(path: Path = TENSORRT_OPERATORS_FILE) -> frozenset[str]:
@@ -174,6 +176,7 @@ def export_and_verify(
     report = ExportReport(
         scale=scale, path=str(path), opset=OPSET, operators=graph_operators(model),
         max_abs_difference=difference, checkpoint=str(metadata.get("source")),
+        classical_skip=[CONVENTIONS[index] for index in network.classical_skip],
     )
     path.with_suffix(".json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report

@@ -663,6 +663,12 @@ class GPGMNet(nn.Module):
             (12 + K)-vector V_g' = [V_g, c] with the same Linear form
             (Eq. 9 with D = 12 + K); K x C x 2 x N_j more weights (x4, K = 7:
             +4,480). Not with SFT, whose condition is a map.
+        classical_skip: indices of conventions whose skip is Bic of the
+            classical conversion of I_L (BT.2408 placement,
+            :func:`sritm_serving.processing.classical_hdr10_codes`) instead of
+            Bic(I_L): for SDR that conversion already inverts to first order
+            (``bt2408``), the residual then learns only what it misses. The
+            caller passes that LR image as ``classical``; it adds no weights.
 
     A switch set to a non-default value where it has no effect (``spatial``
     without GSMB; ``guided_filter`` without a CCP branch or with SFT;
@@ -682,6 +688,7 @@ class GPGMNet(nn.Module):
         num_features: int = 64,
         num_modules: int = 5,
         conventions: int = 0,
+        classical_skip: Sequence[int] = (),
     ) -> None:
         super().__init__()
         _check_choice("modulation", modulation, Modulation)
@@ -712,6 +719,9 @@ class GPGMNet(nn.Module):
             self.condition_net = gpem
             condition_dim = gpem.out_dim + conventions
         self.conventions = conventions
+        if any(not 0 <= index < conventions for index in classical_skip):
+            raise ValueError(f"classical_skip {list(classical_skip)} names conventions outside 0..{conventions - 1}")
+        self.classical_skip = tuple(int(index) for index in classical_skip)
         self.conv_first = nn.Conv2d(3, num_features, kernel_size=3, padding=1)
         self.body = nn.ModuleList(
             JointModulatedResidualModule(num_features, condition_dim, modulation, spatial)
@@ -721,13 +731,16 @@ class GPGMNet(nn.Module):
         self.upsample = Upsampler(scale, num_features)
         self.conv_last = nn.Conv2d(num_features, 3, kernel_size=3, padding=1)
 
-    def forward(self, x: Tensor, convention: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, convention: Tensor | None = None, classical: Tensor | None = None) -> Tensor:
         """I_L N x 3 x h x w -> I_H (or the residual alone) N x 3 x (s*h) x (s*w).
 
         Args:
             x: the LR input.
             convention: N x K one-hot (float) when the network has K > 0
                 conventions; None means convention 0 (``bt2446a``) for all.
+            classical: N x 3 x h x w, the classical conversion of ``x``; needed
+                only with the skip on, for samples whose convention is in
+                ``classical_skip``.
         """
         condition = self.condition_net(x)  # V_g: N x D, or SFT map: N x 32 x h x w
         if self.conventions:
@@ -740,9 +753,16 @@ class GPGMNet(nn.Module):
         for module in self.body:
             features = module(features, condition)
         residual = self.conv_last(self.upsample(self.conv_after_body(features)))
-        if self.bicubic_skip:
-            return residual + bicubic_upsample(x, self.scale)
-        return residual
+        if not self.bicubic_skip:
+            return residual
+        skip_source = x
+        if self.classical_skip and convention is not None:
+            uses_classical = convention[:, list(self.classical_skip)].sum(dim=1).to(x.dtype)[:, None, None, None]
+            if classical is not None:
+                skip_source = x + uses_classical * (classical.to(x.dtype) - x)
+            elif bool(uses_classical.any()):
+                raise ValueError("this network's skip for the given convention needs the classical conversion")
+        return residual + bicubic_upsample(skip_source, self.scale)
 
 
 def _check_choice(name: str, value: object, choices: object) -> None:

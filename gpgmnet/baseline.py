@@ -23,21 +23,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sritm_core import colour
-from sritm_core.contract import HDR_CODE_SCALE, SDR_CODE_SCALE, check_scale
+from sritm_core.contract import check_scale
 from sritm_serving import processing
-
-SDR_PEAK_CD_M2 = 100.0
 
 
 def sdr_codes_to_hdr10(sdr_yuv: NDArray[Any]) -> NDArray[np.float32]:
     """H x W x 3 BT.709 8-bit codes / 255 -> H x W x 3 HDR10 10-bit codes / 1023 (steps 2-5)."""
-    codes = np.asarray(sdr_yuv, dtype=np.float64) * SDR_CODE_SCALE
-    signal = np.clip(colour.codes_to_rgb(codes, colour.BT709, 8), 0.0, 1.0)
-    light = colour.sdr_to_hdr_luminance(colour.bt1886_eotf(signal, lw=SDR_PEAK_CD_M2), sdr_peak=SDR_PEAK_CD_M2)
-    pq = colour.pq_inverse_eotf(colour.bt709_to_bt2020(light))
-    hdr = colour.rgb_to_codes(pq, colour.BT2020, 10) / HDR_CODE_SCALE
-    return np.asarray(hdr, dtype=np.float32)
+    return processing.classical_hdr10_codes(sdr_yuv)
 
 
 def bicubic_baseline(network_input: NDArray[Any], scale: int) -> NDArray[np.float32]:

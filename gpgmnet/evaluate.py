@@ -45,7 +45,7 @@ from gpgmnet import data, gradings, metrics
 from gpgmnet.arch import GPGMNet
 from gpgmnet.baseline import bicubic_baseline
 from gpgmnet.checkpoint import CheckpointError, load_network
-from gpgmnet.train import convention_input
+from gpgmnet.train import classical_input, convention_input
 from sritm_core import colour
 from sritm_core.contract import HDR_CODE_SCALE, SCALES, SDR_CODE_SCALE
 
@@ -113,7 +113,7 @@ def score(
         x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).to(device)
         one_hot = convention_input(network, torch.tensor([gradings.index_of(convention)]))
         with torch.no_grad():
-            prediction = network(x, None if one_hot is None else one_hot.to(device))
+            prediction = network(x, None if one_hot is None else one_hot.to(device), classical_input(network, x))
         outputs = {
             "gpgmnet": prediction.clamp(0.0, 1.0).cpu().numpy(),
             "bicubic": np.clip(bicubic_baseline(lr, scale), 0.0, 1.0),

@@ -54,6 +54,7 @@ from gpgmnet import data, gradings
 from gpgmnet.arch import GPGMNet
 from gpgmnet.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from sritm_core.contract import SCALES
+from sritm_serving import processing
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +340,14 @@ def convention_input(network: GPGMNet, indices: torch.Tensor) -> torch.Tensor | 
     return F.one_hot(indices.long(), network.conventions).float()
 
 
+def classical_input(network: GPGMNet, lr_batch: torch.Tensor) -> torch.Tensor | None:
+    """The classical conversion of ``lr_batch`` (N×3×h×w) when the network's skip needs it; else None."""
+    if not network.classical_skip:
+        return None
+    source = lr_batch.detach().to("cpu", torch.float32).numpy()
+    return torch.from_numpy(processing.skip_input(source, classical=True)).to(lr_batch.device)
+
+
 def build_data(config: dict[str, Any], progress: bool) -> tuple[torch.utils.data.Dataset[Any], Validation]:
     """The training batches (item = step) and a function yielding the validation items.
 
@@ -380,7 +389,7 @@ def validation_psnr_by_set(network: GPGMNet, validation: Validation, device: tor
         x = torch.from_numpy(np.ascontiguousarray(lr)).to(device)
         convention = convention_input(network, torch.full((x.shape[0],), grading))
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            prediction = network(x, convention)
+            prediction = network(x, convention, classical_input(network, x))
         prediction = prediction.float().clamp(0.0, 1.0)
         target = torch.from_numpy(np.ascontiguousarray(hr)).to(device)
         mse = ((prediction - target) ** 2).flatten(1).mean(dim=1)
@@ -542,7 +551,7 @@ def _optimisation_step(network: GPGMNet, optimizer: torch.optim.Optimizer,
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     convention = convention_input(network, grading_batch)
     with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-        prediction = network(inputs, convention)
+        prediction = network(inputs, convention, classical_input(network, lr_batch))
     loss = loss_fn(prediction.float(), hr_batch.to(device, non_blocking=True))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

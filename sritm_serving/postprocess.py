@@ -13,7 +13,15 @@ model takes it through DLPack and finishes the frame with
 training-time bicubic; within one code of the numpy path). The torch path is
 taken when the ``torch_device`` parameter is set, the instance is ``KIND_GPU``,
 or an input arrives in GPU memory (:func:`sritm_serving.triton_util.processing_device`);
-otherwise this model never imports torch. The ``1/model.py`` that ``build/assemble_repository.py``
+otherwise this model never imports torch.
+
+A conditioned network trained with the classical skip for some conventions
+(``GPGMNet.classical_skip``) has them listed in the ``classical_skip_x{scale}``
+parameter (names, comma-separated): for a request with such a ``CONDITION``
+the skip is the bicubic of the classical conversion of ``LR_YUV``
+(:func:`sritm_serving.processing.skip_input`, numpy, at the low resolution).
+
+The ``1/model.py`` that ``build/assemble_repository.py``
 writes for ``sritm_postprocess`` re-exports :class:`TritonPythonModel` from here.
 """
 
@@ -24,6 +32,8 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from sritm_core.contract import (
+    CONVENTIONS,
+    NETWORK_CONDITION_NAME,
     NETWORK_INPUT_NAME,
     NETWORK_OUTPUT_NAME,
     NETWORK_PEAK_NITS,
@@ -44,6 +54,7 @@ class TritonPythonModel:
         self.output_dtype = triton_util.output_dtype(pb_utils, config, OUTPUT_NAME)
         self.torch_device = triton_util.processing_device(parameters, args)
         self.limits = triton_util.frame_limits(parameters)
+        self.classical_skip = {scale: classical_skip_conventions(parameters, scale) for scale in SCALES}
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Answers each request with its ``HDR_I420`` frame for its ``TARGET_PEAK``, or with ``INVALID_ARGUMENT``."""
@@ -59,31 +70,44 @@ class TritonPythonModel:
             target_peak = triton_util.target_peak_from_request(pb_utils, request)
         except RenderingError as error:
             return triton_util.invalid_argument(pb_utils, str(error))
+        condition_tensor = pb_utils.get_input_tensor_by_name(request, NETWORK_CONDITION_NAME)
         torch_path = self.torch_device is not None or not (network_input_tensor.is_cpu() and residual_tensor.is_cpu())
         # The BT.2390 EETF for a dimmer display exists once, in numpy: such requests finish on the host.
-        if torch_path and target_peak >= NETWORK_PEAK_NITS:
-            return self._process_torch(network_input_tensor, residual_tensor)
-        if torch_path:
-            network_input_tensor, residual_tensor = _on_host(network_input_tensor), _on_host(residual_tensor)
-        network_input = network_input_tensor.as_numpy()
-        residual = residual_tensor.as_numpy()
-        scale = _scale(network_input.shape, residual.shape)
+        scale = _scale(tuple(network_input_tensor.shape()), tuple(residual_tensor.shape()))
         if isinstance(scale, str):
             return triton_util.invalid_argument(pb_utils, scale)
-        hdr = processing.postprocess(network_input, residual, scale, target_peak)
+        classical = self._uses_classical_skip(condition_tensor, scale)
+        if torch_path and target_peak >= NETWORK_PEAK_NITS:
+            return self._process_torch(network_input_tensor, residual_tensor, scale, classical)
+        if torch_path:
+            network_input_tensor, residual_tensor = _on_host(network_input_tensor), _on_host(residual_tensor)
+        network_input = processing.skip_input(network_input_tensor.as_numpy(), classical)
+        hdr = processing.postprocess(network_input, residual_tensor.as_numpy(), scale, target_peak)
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(OUTPUT_NAME, hdr.astype(self.output_dtype, copy=False))]
         )
 
-    def _process_torch(self, network_input_tensor: Any, residual_tensor: Any) -> Any:
+    def _uses_classical_skip(self, condition_tensor: Any, scale: int) -> bool:
+        """Whether the request's convention (the hot entry of ``CONDITION``) takes the classical skip."""
+        conventions = self.classical_skip[scale]
+        if not conventions or condition_tensor is None:
+            return False
+        host = condition_tensor if condition_tensor.is_cpu() else _on_host(condition_tensor)
+        condition = host.as_numpy().reshape(-1)
+        return CONVENTIONS[int(condition.argmax())] in conventions
+
+    def _process_torch(self, network_input_tensor: Any, residual_tensor: Any, scale: int, classical: bool) -> Any:
         """The same step with torch, on ``torch_device`` or on the GPU the residual (else the input) is in."""
         from sritm_serving import processing_torch  # only here: the CPU path must not need torch
 
         network_input = processing_torch.from_triton(network_input_tensor)
         residual = processing_torch.from_triton(residual_tensor)
-        scale = _scale(tuple(network_input.shape), tuple(residual.shape))
-        if isinstance(scale, str):
-            return triton_util.invalid_argument(pb_utils, scale)
+        if classical:
+            # The classical conversion exists once, in numpy; at the low resolution the round trip is small.
+            import torch
+
+            host = processing.skip_input(network_input.cpu().numpy(), classical=True)
+            network_input = torch.from_numpy(host).to(network_input.device)
         device = self.torch_device or (residual.device if residual.is_cuda else network_input.device)
         hdr = processing_torch.postprocess(network_input.to(device), residual.to(device), scale)
         hdr = hdr.to(processing_torch.torch_dtype(self.output_dtype))
@@ -92,6 +116,16 @@ class TritonPythonModel:
     def finalize(self) -> None:
         """Nothing to release."""
         pass
+
+
+def classical_skip_conventions(parameters: dict[str, str], scale: int) -> frozenset[str]:
+    """The conventions listed in the ``classical_skip_x{scale}`` parameter (unknown names are a config error)."""
+    listed = parameters.get(f"classical_skip_x{scale}", "").split(",")
+    names = frozenset(name.strip() for name in listed if name.strip())
+    unknown = names - set(CONVENTIONS)
+    if unknown:
+        raise ValueError(f"classical_skip_x{scale} names unknown conventions: {', '.join(sorted(unknown))}")
+    return names
 
 
 def _scale(low_shape: tuple[int, ...], high_shape: tuple[int, ...]) -> int | str:

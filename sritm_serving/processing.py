@@ -42,6 +42,43 @@ def bicubic_upsample(network_input: NDArray[np.float32], scale: int) -> NDArray[
     return upsampled
 
 
+SDR_PEAK_CD_M2 = 100.0
+"""The SDR display the classical conversion assumes: BT.1886 with a 100 cd/m^2 white and a 0 black."""
+
+
+def classical_hdr10_codes(sdr_yuv: NDArray[Any]) -> NDArray[np.float32]:
+    """The classical SDR → HDR10 conversion per pixel: (…, 3) BT.709 8-bit codes / 255 → BT.2020 10-bit / 1023.
+
+    BT.709 narrow-range decode to R'G'B', clipped to [0, 1] (what an SDR
+    display shows); BT.1886 EOTF (100 cd/m^2 white, 0 black); BT.2408
+    display-referred placement, SDR white at 203 cd/m^2; BT.709 → BT.2020
+    (linear); PQ; 10-bit narrow-range Y'CbCr. The last axis holds Y'CbCr;
+    unquantised. The baseline (:mod:`gpgmnet.baseline`) and the classical
+    skip of a conditioned network (:func:`skip_input`) are this function.
+    """
+    codes = np.asarray(sdr_yuv, dtype=np.float64) * SDR_CODE_SCALE
+    signal = np.clip(colour.codes_to_rgb(codes, colour.BT709, 8), 0.0, 1.0)
+    light = colour.sdr_to_hdr_luminance(colour.bt1886_eotf(signal, lw=SDR_PEAK_CD_M2), sdr_peak=SDR_PEAK_CD_M2)
+    pq = colour.pq_inverse_eotf(colour.bt709_to_bt2020(light))
+    hdr = colour.rgb_to_codes(pq, colour.BT2020, 10) / HDR_CODE_SCALE
+    return np.asarray(hdr, dtype=np.float32)
+
+
+def skip_input(network_input: NDArray[np.floating[Any]], classical: bool) -> NDArray[np.float32]:
+    """The LR image whose bicubic up-scaling is the skip: the input itself, or its classical conversion.
+
+    A conditioned network may be trained with the classical skip for some
+    conventions (``GPGMNet.classical_skip``, e.g. ``bt2408``, whose SDR the
+    classical conversion inverts to first order): its residual then only
+    adds what the classical conversion misses. ``network_input`` is
+    N×3×h×w codes / 255.
+    """
+    if not classical:
+        return np.asarray(network_input, dtype=np.float32)
+    channels_last = np.moveaxis(np.asarray(network_input), 1, -1)
+    return np.ascontiguousarray(np.moveaxis(classical_hdr10_codes(channels_last), -1, 1))
+
+
 def postprocess(
     network_input: NDArray[np.float32], residual: NDArray[np.float32], scale: int,
     target_peak: float = NETWORK_PEAK_NITS,

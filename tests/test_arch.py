@@ -371,3 +371,34 @@ def test_flop_count_matches_the_recorded_figure_for_the_papers_x4_size():
     assert x4["total"] / 1e12 == pytest.approx(1.404, rel=5e-3)
     assert sum(x4["blocks"].values()) == x4["total"]
     assert count_flops(GPGMNet(scale=2), (1080, 1920))["total"] > x4["total"]
+
+
+def test_classical_skip_is_the_bicubic_of_the_baseline_conversion_for_its_conventions() -> None:
+    from gpgmnet.baseline import bicubic_baseline
+    from sritm_serving.processing import skip_input
+
+    net = narrow(2, conventions=K_CONVENTIONS, classical_skip=(1,)).eval()
+    # A flat frame: bicubic and the per-pixel conversion commute, so the skip must equal the baseline exactly.
+    flat = torch.tensor([120.0, 110.0, 150.0]).div(255.0).view(1, 3, 1, 1).expand(2, 3, *SMALL).contiguous()
+    classical = torch.from_numpy(skip_input(flat.numpy(), classical=True))
+    with torch.no_grad():
+        full = net(flat, one_hot([1, 0]), classical)
+        net.bicubic_skip = False
+        residual = net(flat, one_hot([1, 0]), classical)
+    skips = (full - residual).numpy()
+    baseline = bicubic_baseline(flat[:1].numpy(), 2)
+    np.testing.assert_allclose(skips[0], baseline[0], atol=1e-5)
+    np.testing.assert_allclose(skips[1], bicubic_upsample(flat[1:], 2)[0].numpy(), atol=1e-6)  # bt2446a: Bic(I_L)
+    assert np.abs(baseline[0] - skips[1]).max() > 0.05  # the two skips are far apart: the test can tell them apart
+
+
+def test_classical_skip_needs_the_conversion_and_known_conventions() -> None:
+    net = narrow(2, conventions=K_CONVENTIONS, classical_skip=(1,)).eval()
+    x = torch.rand(1, 3, *SMALL)
+    with torch.no_grad():
+        net(x, one_hot([0]))  # bt2446a keeps Bic(I_L): no conversion needed
+        with pytest.raises(ValueError, match="needs the classical conversion"):
+            net(x, one_hot([1]))
+    with pytest.raises(ValueError, match="outside 0..6"):
+        GPGMNet(scale=2, conventions=K_CONVENTIONS, classical_skip=(7,))
+    assert count_params(GPGMNet(scale=4, conventions=K_CONVENTIONS, classical_skip=(1,))) == 925_271 + 4_480

@@ -27,13 +27,15 @@ from sritm_serving.processing import display_peak_codes, i420_from_network_outpu
 
 def reference_hdr(network: torch.nn.Module, i420: np.ndarray, convention: str, peak: float) -> np.ndarray:
     """PyTorch with the convention's one-hot (a paper-form network has none), then the served quantisation."""
+    from gpgmnet.train import classical_input
+
     network.bicubic_skip = True
     x = torch.from_numpy(network_input_from_i420(i420))
     with torch.no_grad():
         if network.conventions:
             one_hot = torch.zeros(1, network.conventions)
             one_hot[0, CONVENTIONS.index(convention)] = 1
-            output = network(x, one_hot).numpy()
+            output = network(x, one_hot, classical_input(network, x)).numpy()
         else:
             output = network(x).numpy()
     return i420_from_network_output(output, peak)
@@ -147,3 +149,35 @@ def test_mastering_metadata_follows_the_peak():
     assert mastering_display_for(1000) == P3D65_1000_NITS == mastering_display_for(4000)
     assert mastering_display_for(600).max_luminance == 6_000_000
     assert mastering_display_for(600).x265().endswith("L(6000000,1)")
+
+
+@pytest.mark.server
+def test_a_network_with_the_classical_skip_is_served_with_it(tmp_path):
+    """A conditioned x2 network whose bt2408 skip is the classical conversion: exported, assembled, served."""
+    from build.assemble_repository import assemble
+    from build.export_onnx import export_and_verify
+    from gpgmnet import GPGMNet
+    from gpgmnet.checkpoint import save_checkpoint
+    from sritm_serving.triton_server import ServerPorts, TritonServer
+
+    torch.manual_seed(11)
+    settings = {"scale": 2, "num_features": 16, "num_modules": 2, "conventions": len(CONVENTIONS),
+                "classical_skip": [CONVENTIONS.index("bt2408")]}
+    network = GPGMNet(**settings).eval()
+    checkpoint = tmp_path / "conditioned_x2.pt"
+    save_checkpoint(checkpoint, network, settings, step=0)
+    report = export_and_verify(2, checkpoint, tmp_path / "artifacts")
+    assert report.classical_skip == ["bt2408"]
+    repository = tmp_path / "repository"
+    assemble("cpu", (2,), tmp_path / "artifacts", repository, cpu_precision="f32")
+    assert 'key: "classical_skip_x2"' in (repository / "sritm_postprocess" / "config.pbtxt").read_text()
+    frame = structured_i420(24, 32, seed=12)
+    with TritonServer(repository, ServerPorts.free(), log_path=tmp_path / "triton.log") as server:
+        answers = {name: infer(server, 2, frame, name.encode()) for name in ("bt2408", "bt2446a")}
+    for name, served in answers.items():
+        expected = reference_hdr(network, frame, name, 1000.0)
+        assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1, name
+    # Served without the classical skip, bt2408 would be far from what it is.
+    network.classical_skip = ()
+    plain = reference_hdr(network, frame, "bt2408", 1000.0)
+    assert np.abs(answers["bt2408"].astype(int) - plain.astype(int)).mean() > 20

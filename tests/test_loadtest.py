@@ -70,8 +70,11 @@ def test_locust_against_two_replicas_reports_each_and_the_total(model_repository
     # Each replica's own Triton counters: both served, and together they served what Locust sent.
     assert all(r["failures"] == 0 and 0.3 <= r["share"] <= 0.7 for r in replicas), replicas  # round robin
     sent = int(stats_rows(tmp_path / "two_stats.csv")["Aggregated"]["Request Count"])
-    # Servers count a few more than Locust's CSV: requests finished while Locust stops are not in it.
-    assert sent <= sum(r["requests"] for r in replicas) <= 1.1 * sent + 4, (replicas, sent)
+    # Servers count more than Locust's CSV, up to about a second of traffic around Locust's start and stop
+    # (seen in CI on a loaded 2-core machine: 387 served for 348 in the CSV of an 8 s run).
+    run_time_s, uncounted_s = 8.0, 1.5
+    assert sent <= sum(r["requests"] for r in replicas) <= sent * (run_time_s + uncounted_s) / run_time_s + 4, \
+        (replicas, sent)
     assert "| total |" in completed.stdout
 
 
