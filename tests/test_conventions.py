@@ -181,3 +181,19 @@ def test_a_network_with_the_classical_skip_is_served_with_it(tmp_path):
     network.classical_skip = ()
     plain = reference_hdr(network, frame, "bt2408", 1000.0)
     assert np.abs(answers["bt2408"].astype(int) - plain.astype(int)).mean() > 20
+
+
+@pytest.mark.parametrize("scale, paper_count", [(2, 777_559), (4, 925_271)])
+def test_candidate_checkpoints_are_the_conditioned_network_with_the_bt2408_classical_skip(scale, paper_count):
+    from pathlib import Path
+
+    from gpgmnet.checkpoint import load_network
+
+    path = Path(__file__).resolve().parent.parent / "weights" / "candidates" / f"gpgmnet_x{scale}.pt"
+    if not path.is_file():
+        pytest.skip(f"no x{scale} candidate ships")
+    network, metadata = load_network(path, scale)
+    assert network.conventions == len(CONVENTIONS)
+    assert [CONVENTIONS[index] for index in network.classical_skip] == ["bt2408"]
+    assert sum(p.numel() for p in network.parameters()) == paper_count + 4_480  # Table I's network + the K columns
+    assert metadata["step"] > 0
