@@ -393,12 +393,19 @@ def test_assemble_gpu_torch_needs_no_artifact_and_writes_a_one_line_model(tmp_pa
             "from sritm_serving.network_torch import TritonPythonModel"
         ]
     assert (tmp_path / "gpgmnet_x4" / "config.pbtxt").read_text() == network_config(4, "gpu-torch")
+    from gpgmnet import GPGMNet
+    from gpgmnet.checkpoint import save_checkpoint
+
     checkpoint = tmp_path / "x4.pt"
-    checkpoint.write_bytes(b"")
+    settings = {"scale": 4, "num_features": 8, "num_modules": 1, "conventions": 7, "classical_skip": [1]}
+    save_checkpoint(checkpoint, GPGMNet(**settings), settings, step=0)
     assemble("gpu-torch", (4,), tmp_path, tmp_path, checkpoint=str(tmp_path / "x{scale}.pt"), precision="bf16")
     config = parsed((tmp_path / "gpgmnet_x4" / "config.pbtxt").read_text())
     assert config.parameters["checkpoint"].string_value == str(checkpoint)
     assert config.parameters["precision"].string_value == "bf16"
+    # The post-processor learns the checkpoint's classical skip from it (the torch network reads the rest at load).
+    post = parsed((tmp_path / "sritm_postprocess" / "config.pbtxt").read_text())
+    assert post.parameters["classical_skip_x4"].string_value == "bt2408"
     with pytest.raises(FileNotFoundError, match="x2.pt"):
         assemble("gpu-torch", (2,), tmp_path, tmp_path, checkpoint=str(tmp_path / "x{scale}.pt"))
 
