@@ -205,6 +205,12 @@ def test_demo_writes_video_and_side_by_side(model_repository, tmp_path):
     assert decoded_frame_count(tmp_path / "out" / "demo_hdr10_bt2408.mkv") == 3
     picture = cv2.imread(str(tmp_path / "out" / "demo_side_by_side.png"))
     assert picture is not None and picture.shape[1] > picture.shape[0]
+    # The default scale's network is told the preset: the two renditions differ.
+    from sritm_client.preview import middle_frames
+
+    _, default = middle_frames(source, tmp_path / "out" / "demo_hdr10.mkv", 3)
+    _, bt2408 = middle_frames(source, tmp_path / "out" / "demo_hdr10_bt2408.mkv", 3)
+    assert default.shape == bt2408.shape and np.abs(default.astype(int) - bt2408.astype(int)).mean() > 1
 
 
 def test_convention_and_peak_options(triton_server, tmp_path):
