@@ -54,7 +54,7 @@ from gpgmnet import data, gradings
 from gpgmnet.arch import GPGMNet
 from gpgmnet.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from sritm_core.contract import SCALES
-from sritm_serving import processing
+from sritm_serving import processing_torch
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +344,7 @@ def classical_input(network: GPGMNet, lr_batch: torch.Tensor) -> torch.Tensor | 
     """The classical conversion of ``lr_batch`` (N×3×h×w) when the network's skip needs it; else None."""
     if not network.classical_skip:
         return None
-    source = lr_batch.detach().to("cpu", torch.float32).numpy()
-    return torch.from_numpy(processing.skip_input(source, classical=True)).to(lr_batch.device)
+    return processing_torch.classical_skip_source(lr_batch)
 
 
 def build_data(config: dict[str, Any], progress: bool) -> tuple[torch.utils.data.Dataset[Any], Validation]:

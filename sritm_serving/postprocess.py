@@ -103,11 +103,7 @@ class TritonPythonModel:
         network_input = processing_torch.from_triton(network_input_tensor)
         residual = processing_torch.from_triton(residual_tensor)
         if classical:
-            # The classical conversion exists once, in numpy; at the low resolution the round trip is small.
-            import torch
-
-            host = processing.skip_input(network_input.cpu().numpy(), classical=True)
-            network_input = torch.from_numpy(host).to(network_input.device)
+            network_input = processing_torch.classical_skip_source(network_input)
         device = self.torch_device or (residual.device if residual.is_cuda else network_input.device)
         hdr = processing_torch.postprocess(network_input.to(device), residual.to(device), scale)
         hdr = hdr.to(processing_torch.torch_dtype(self.output_dtype))

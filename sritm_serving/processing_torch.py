@@ -38,6 +38,7 @@ from torch import Tensor
 from gpgmnet.arch import bicubic_upsample
 from sritm_core import colour
 from sritm_core.contract import HDR_CODE_SCALE, SDR_CODE_SCALE, i420_frame_size
+from sritm_serving import processing
 
 __all__ = [
     "from_triton",
@@ -137,6 +138,16 @@ def i420_from_network_output(
     v = _quantize(_chroma_downsample_420(codes[2]), limits.c_min, limits.c_max)
     # Legal 10-bit codes fit int16; the same bits viewed as uint16 are the served values.
     return pack_i420(y, u, v).view(torch.uint16)
+
+
+def classical_skip_source(network_input: Tensor) -> Tensor:
+    """:func:`sritm_serving.processing.skip_input` with the classical conversion, for a torch N×3×h×w tensor.
+
+    The conversion exists once, in numpy; at the low resolution the round
+    trip through the host is small. The result is float32 on the input's device.
+    """
+    host = network_input.detach().to("cpu", torch.float32).numpy()
+    return torch.from_numpy(processing.skip_input(host, classical=True)).to(network_input.device)
 
 
 def postprocess(
